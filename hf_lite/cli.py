@@ -1,0 +1,123 @@
+"""``hf-lite`` command line: run, validate, report, student, push."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+from .core.settings import RecipeError
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from .api import run_recipe
+    from .core.recipe import load_recipe
+
+    recipe = load_recipe(a.recipe, a.set)
+    report = run_recipe(recipe, output_dir=a.output_dir, overwrite=a.overwrite or None)
+    out = a.output_dir or recipe.export.output_dir
+    after = report["metrics"].get("after", {})
+    before = report["metrics"].get("before", {})
+    print(f"\nhf-lite: model written to {out}")
+    print(f"hf-lite: report at {os.path.join(out, 'report.json')}, model card at {os.path.join(out, 'README.md')}")
+    for k, v in after.items():
+        if k.endswith(("accuracy", "f1", "perplexity")):
+            ref = before.get(k.replace("after_", "before_"))
+            print(f"hf-lite: {k.replace('after_', '')}: {ref if ref is None else round(ref, 4)} -> {round(v, 4)}")
+    comp = report["compression"]
+    print(
+        f"hf-lite: sparsity {comp['sparsity']:.2%}, bits {comp['bits'] or 'float'}, "
+        f"{comp['size_on_disk_bytes'] / 2**20:.1f} MiB on disk"
+    )
+    return 0
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from .core.recipe import load_recipe
+
+    recipe = load_recipe(a.recipe, a.set)
+    print(
+        f"ok: {a.recipe}: model {recipe.model.name_or_path} ({recipe.model.task}), "
+        f"{len(recipe.modifier_specs)} modifier(s): {[m.describe() for m in recipe.build_modifiers()]}"
+    )
+    return 0
+
+
+def _cmd_report(a: argparse.Namespace) -> int:
+    from .report import format_report, report_folder
+
+    rep = report_folder(a.model_dir)
+    print(json.dumps(rep, indent=2) if a.json else format_report(rep))
+    return 0
+
+
+def _cmd_student(a: argparse.Namespace) -> int:
+    from .distillation.student import build_student_folder
+
+    layers = [int(x) for x in a.layers.split(",")]
+    build_student_folder(a.from_dir, layers, a.out, task=a.task, overwrite=a.overwrite)
+    print(f"hf-lite: student with layers {layers} written to {a.out}")
+    return 0
+
+
+def _cmd_push(a: argparse.Namespace) -> int:
+    from .hub import push_folder
+
+    print(push_folder(a.model_dir, a.repo_id, private=a.private))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hf-lite", description="Compress transformers models with a YAML recipe.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a whole job from a recipe")
+    p.add_argument("recipe")
+    p.add_argument("--output-dir", help="overrides export.output_dir")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe value, e.g. training.max_steps=50",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("validate", help="check a recipe without running it")
+    p.add_argument("recipe")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("report", help="parameters, sparsity per layer, bits and size of a saved model")
+    p.add_argument("model_dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("student", help="build a shallower student from a teacher's layers")
+    p.add_argument("--from", dest="from_dir", required=True)
+    p.add_argument("--layers", required=True, help="comma-separated teacher layer indices, e.g. 0,2,4")
+    p.add_argument("--out", required=True)
+    p.add_argument("--task", default="sequence-classification", choices=["sequence-classification", "causal-lm"])
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_cmd_student)
+
+    p = sub.add_parser("push", help="upload an exported folder to the Hub")
+    p.add_argument("model_dir")
+    p.add_argument("--repo-id", required=True)
+    p.add_argument("--private", action="store_true")
+    p.set_defaults(func=_cmd_push)
+
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.command == "run" else logging.WARNING, format="%(message)s")
+    try:
+        return a.func(a)
+    except (RecipeError, FileNotFoundError) as e:
+        print(f"hf-lite: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

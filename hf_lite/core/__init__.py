@@ -1,0 +1,1 @@
+"""Core: settings, modifiers, registry, recipes, sessions, targets."""

@@ -1,0 +1,284 @@
+"""The recipe: one YAML file that describes a whole job (model, data, training, modifiers, export).
+
+Parsing is strict and happens before anything is loaded: unknown keys, wrong types and out-of-range
+values raise :class:`RecipeError` with the field, the value and what is allowed. YAML is read with
+``yaml.safe_load`` only.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Any, Literal
+
+import yaml
+
+from .modifier import Modifier, build_modifier
+from .settings import RecipeError, Settings
+
+TOP_LEVEL_KEYS = ("version", "model", "teacher", "data", "training", "modifiers", "calibration", "export")
+
+
+@dataclasses.dataclass
+class ModelSettings(Settings):
+    """Which model to compress."""
+
+    section = "model"
+    #: Hub id, local folder, or an offline alias (``minilm-l6``, ``smollm2-135m``)
+    name_or_path: str = "minilm-l6"
+    #: the head to load
+    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    #: number of classes (sequence classification); null keeps the checkpoint's
+    num_labels: int | None = 2
+    #: build a shallower student from this model: ``{layers: [0, 2, 4]}`` keeps those blocks
+    init_from_teacher: dict | None = None
+    #: load weights in this dtype (float32 for CPU training)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    def validate(self) -> None:
+        if self.num_labels is not None and self.num_labels < 1:
+            self.fail("num_labels", "must be >= 1")
+        if self.init_from_teacher is not None:
+            layers = self.init_from_teacher.get("layers")
+            if (
+                set(self.init_from_teacher) != {"layers"}
+                or not isinstance(layers, list)
+                or not layers
+                or not all(isinstance(i, int) and i >= 0 for i in layers)
+            ):
+                self.fail("init_from_teacher", "expected {layers: [non-negative ints, ...]}, e.g. {layers: [0, 2, 4]}")
+
+
+@dataclasses.dataclass
+class TeacherSettings(Settings):
+    """The teacher for distillation."""
+
+    section = "teacher"
+    #: Hub id, local folder or offline alias of the (fine-tuned) teacher
+    name_or_path: str = ""
+    #: teacher weights dtype; bfloat16 halves its memory at a small accuracy cost
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+    def validate(self) -> None:
+        if not self.name_or_path:
+            self.fail("name_or_path", "give the teacher's folder or Hub id")
+
+
+@dataclasses.dataclass
+class DataSettings(Settings):
+    """Training and evaluation data."""
+
+    section = "data"
+    #: Hub dataset id (``name:config`` picks a config, e.g. ``glue:sst2``) or a local csv/tsv/json/jsonl/txt file
+    train: str | None = None
+    #: same forms as ``train``; for a Hub id the split ``validation`` (or ``test``) is used
+    eval: str | None = None
+    #: column holding the text
+    text_column: str = "sentence"
+    #: optional second text column (sentence pairs)
+    text_pair_column: str | None = None
+    #: column holding the label (classification)
+    label_column: str = "label"
+    #: tokens per example (classification) or per block (causal LM)
+    max_length: int = 128
+    #: keep the first N training rows (null: all)
+    max_train_samples: int | None = None
+    #: keep the first N evaluation rows (null: all)
+    max_eval_samples: int | None = None
+    #: Hub dataset used when a local path does not exist (e.g. ``glue:sst2``)
+    fallback: str | None = None
+
+    def validate(self) -> None:
+        if self.max_length < 8:
+            self.fail("max_length", "must be >= 8")
+        for f in ("max_train_samples", "max_eval_samples"):
+            v = getattr(self, f)
+            if v is not None and v < 1:
+                self.fail(f, "must be >= 1 or null")
+
+
+@dataclasses.dataclass
+class CalibrationSettings(Settings):
+    """Calibration data for one-shot methods (Wanda, SparseGPT, GPTQ)."""
+
+    section = "calibration"
+    #: local text file or Hub dataset id; null uses ``data.train``
+    source: str | None = None
+    #: number of sequences
+    samples: int = 32
+    #: tokens per sequence
+    seq_len: int = 256
+    #: take consecutive chunks from token 0 (``sequential``) or random windows (``random``)
+    sampling: Literal["sequential", "random"] = "sequential"
+    #: random seed for ``random`` sampling
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.samples < 1:
+            self.fail("samples", "must be >= 1")
+        if self.seq_len < 8:
+            self.fail("seq_len", "must be >= 8")
+
+
+@dataclasses.dataclass
+class ExportSettings(Settings):
+    """Where and how the result is written."""
+
+    section = "export"
+    #: output folder; must be empty or absent unless ``overwrite`` is true
+    output_dir: str = "runs/hf_lite"
+    #: replace the contents of an existing non-empty ``output_dir``
+    overwrite: bool = False
+    #: upload the folder to the Hub after export
+    push_to_hub: bool = False
+    #: Hub repo id for ``push_to_hub`` (default: the folder name)
+    hub_repo_id: str | None = None
+    #: create the Hub repo as private
+    private: bool = False
+    #: also write the LoRA adapter alone (``adapter/``) next to the merged model
+    save_adapter: bool = True
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A parsed, validated recipe. ``raw`` is the dict it came from (written next to outputs)."""
+
+    raw: dict[str, Any]
+    model: ModelSettings
+    teacher: TeacherSettings | None
+    data: DataSettings
+    training: dict[str, Any]
+    modifier_specs: list[dict[str, Any]]
+    calibration: CalibrationSettings | None
+    export: ExportSettings
+
+    def build_modifiers(self) -> list[Modifier]:
+        """Fresh modifier objects (runtime state is per run)."""
+        return [build_modifier(spec, i) for i, spec in enumerate(self.modifier_specs)]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+    def save(self, folder: str) -> str:
+        path = os.path.join(folder, "recipe.yaml")
+        with open(path, "w") as f:
+            f.write(self.to_yaml())
+        return path
+
+
+def _read(source: str | os.PathLike | dict | list) -> dict[str, Any]:
+    if isinstance(source, (dict, list)):
+        data: Any = copy.deepcopy(source)
+    else:
+        text = str(source)
+        if os.path.exists(text):
+            with open(text) as f:
+                data = yaml.safe_load(f)
+        elif "\n" in text or ":" in text and not text.endswith((".yaml", ".yml")):
+            data = yaml.safe_load(text)
+        else:
+            raise RecipeError(f"recipe file {text!r} does not exist")
+    if isinstance(data, list):  # a bare list of modifiers
+        data = {"modifiers": data}
+    if not isinstance(data, dict):
+        raise RecipeError(f"a recipe is a mapping with keys {list(TOP_LEVEL_KEYS)}, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``training.max_steps=50`` style overrides; values are parsed as YAML scalars."""
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. training.max_steps=50")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node: Any = data
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, list):
+                node = node[int(part)]
+            else:
+                node = node.setdefault(part, {})
+                if node is None:
+                    raise RecipeError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is null in the recipe")
+        last = parts[-1]
+        parsed = yaml.safe_load(value)
+        if isinstance(node, list):
+            node[int(last)] = parsed
+        else:
+            node[last] = parsed
+    return data
+
+
+def _training_fields() -> set[str]:
+    from transformers import TrainingArguments
+
+    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | None = None) -> Recipe:
+    """Parse and validate a recipe (path, YAML text, dict, or a bare list of modifiers)."""
+    data = _read(source)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    unknown = sorted(set(data) - set(TOP_LEVEL_KEYS))
+    if unknown:
+        raise RecipeError(f"recipe: unknown top-level key(s) {unknown}; allowed keys are {list(TOP_LEVEL_KEYS)}")
+    version = data.get("version", 1)
+    if version != 1:
+        raise RecipeError(f"recipe.version: got {version!r}; this hf_lite reads version 1")
+
+    def section(name: str, cls: type[Settings]) -> Any:
+        value = data.get(name)
+        if value is not None and not isinstance(value, dict):
+            raise RecipeError(f"{name}: expected a mapping, got {type(value).__name__}")
+        return cls.from_dict(value or {}, section=name)
+
+    training = data.get("training") or {}
+    if not isinstance(training, dict):
+        raise RecipeError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
+    allowed = _training_fields()
+    bad = sorted(set(training) - allowed)
+    if bad:
+        removed = {
+            "no_cuda": "use_cpu",
+            "evaluation_strategy": "eval_strategy",
+            "overwrite_output_dir": "export.overwrite",
+        }
+        hints = [f"{b} -> {removed[b]}" for b in bad if b in removed]
+        raise RecipeError(
+            f"training: unknown TrainingArguments field(s) {bad}"
+            + (f" (renamed: {', '.join(hints)})" if hints else "")
+            + "; see transformers.TrainingArguments"
+        )
+    if "output_dir" in training:
+        raise RecipeError("training.output_dir: set export.output_dir instead (checkpoints go under it)")
+
+    specs = data.get("modifiers") or []
+    if not isinstance(specs, list):
+        raise RecipeError("modifiers: expected a list of {type: <name>, ...settings}")
+    recipe = Recipe(
+        raw=data,
+        model=section("model", ModelSettings),
+        teacher=section("teacher", TeacherSettings) if data.get("teacher") else None,
+        data=section("data", DataSettings),
+        training=dict(training),
+        modifier_specs=[dict(s) if isinstance(s, dict) else s for s in specs],
+        calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
+        export=section("export", ExportSettings),
+    )
+    modifiers = recipe.build_modifiers()  # validates every modifier's settings now
+    for m in modifiers:
+        check = getattr(m, "check_recipe", None)
+        if check:
+            check(recipe)
+    return recipe
+
+
+def parse_modifiers(source: str | os.PathLike | dict | list | Recipe | None) -> list[Modifier]:
+    """Modifiers from a recipe path/text/dict/list (only the ``modifiers`` part is used)."""
+    if source is None:
+        return []
+    recipe = source if isinstance(source, Recipe) else load_recipe(source)
+    return recipe.build_modifiers()

@@ -1,0 +1,133 @@
+"""A run's modifiers, driven through the lifecycle, with their state saved as safetensors."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .modifier import Context, Modifier
+
+STATE_FILE = "hf_lite_state.safetensors"
+
+
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Make every rank hold rank 0's copy (masks, scales). A no-op in one process."""
+    if is_distributed():
+        torch.distributed.broadcast(tensor, src=src)
+    return tensor
+
+
+class CompressionSession:
+    """Holds the modifiers of one run and calls them in recipe order."""
+
+    def __init__(self, modifiers: list[Modifier]):
+        self.modifiers = modifiers
+        self.ctx = Context()
+        self.initialized = False
+        self.finalized = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def initialize(self, model: nn.Module) -> nn.Module:
+        if self.initialized:
+            return model
+        for m in self.modifiers:
+            model = m.initialize(model, self.ctx)
+        self.initialized = True
+        return model
+
+    def on_train_begin(self, model: nn.Module, max_steps: int, step: int) -> None:
+        self.ctx.max_steps, self.ctx.step = max_steps, step
+        self.ctx.world_size = torch.distributed.get_world_size() if is_distributed() else 1
+        for m in self.modifiers:
+            m.on_train_begin(model, self.ctx)
+
+    def on_step_begin(self, model: nn.Module, step: int) -> None:
+        self.ctx.step = step
+        for m in self.modifiers:
+            m.on_step_begin(model, self.ctx)
+
+    def before_optimizer_step(self, model: nn.Module) -> None:
+        for m in self.modifiers:
+            m.before_optimizer_step(model, self.ctx)
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        for m in self.modifiers:
+            m.after_optimizer_step(model, self.ctx)
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        if self.finalized:
+            return model
+        for m in self.modifiers:
+            model = m.finalize(model, self.ctx)
+        self.finalized = True
+        return model
+
+    def loss_terms(self, outputs: Any, inputs: dict[str, Any], teacher_outputs: Any) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        for m in self.modifiers:
+            for k, v in m.loss(outputs, inputs, teacher_outputs, self.ctx).items():
+                terms[f"{m.type_name}/{k}"] = v
+        return terms
+
+    @property
+    def needs_outputs(self) -> set[str]:
+        return {o for m in self.modifiers for o in m.needs_outputs}
+
+    @property
+    def has_loss(self) -> bool:
+        return any(type(m).loss is not Modifier.loss for m in self.modifiers)
+
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for m in self.modifiers:
+            for k, v in m.stats().items():
+                out[f"hf_lite/{m.type_name}/{k}"] = float(v)
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """Tensors (for safetensors) and JSON-able scalars, keyed by modifier index and type."""
+        tensors: dict[str, torch.Tensor] = {}
+        scalars: dict[str, Any] = {}
+        for i, m in enumerate(self.modifiers):
+            prefix = f"{i}.{m.type_name}"
+            for k, v in m.state_dict().items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"{prefix}/{k}"] = v.detach().cpu().contiguous()
+                else:
+                    scalars[f"{prefix}/{k}"] = v
+        return tensors, scalars
+
+    def save(self, folder: str) -> str:
+        os.makedirs(folder, exist_ok=True)
+        tensors, scalars = self.state_dict()
+        path = os.path.join(folder, STATE_FILE)
+        save_file(tensors, path, metadata={"hf_lite_scalars": json.dumps(scalars), "format": "pt"})
+        return path
+
+    def load(self, folder: str) -> None:
+        path = os.path.join(folder, STATE_FILE)
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            scalars = json.loads(f.metadata()["hf_lite_scalars"])
+        tensors = load_file(path)
+        for i, m in enumerate(self.modifiers):
+            prefix = f"{i}.{m.type_name}/"
+            state: dict[str, Any] = {k[len(prefix) :]: v for k, v in scalars.items() if k.startswith(prefix)}
+            state.update({k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
+            if not state:
+                raise ValueError(
+                    f"{path} holds no state for modifier {i} ({m.type_name}); the recipe differs from the "
+                    "one the checkpoint was written with"
+                )
+            m.load_state_dict(state)

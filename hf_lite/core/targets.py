@@ -1,0 +1,61 @@
+"""Which modules a modifier acts on.
+
+Default: every ``nn.Linear`` inside the repeated transformer blocks (``layer.N.`` / ``layers.N.`` /
+``h.N.`` / ``blocks.N.``) - never embeddings, poolers or the task head. ``targets``/``ignore`` take
+module-name suffixes (``query``, ``mlp.down_proj``) or regular expressions prefixed with ``re:``,
+the same convention as peft's ``target_modules``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from .settings import RecipeError
+
+BLOCK_PATTERN = re.compile(r"(^|\.)(layer|layers|h|blocks|block)\.\d+\.")
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    return name == pattern or name.endswith("." + pattern)
+
+
+def find_linear_targets(
+    model: nn.Module,
+    targets: list[str] | None = None,
+    ignore: list[str] | None = None,
+    where: str = "modifier",
+) -> dict[str, nn.Linear]:
+    """Map of qualified name -> Linear module. Raises when the selection is empty."""
+    chosen: dict[str, nn.Linear] = {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if targets:
+            if not any(_name_matches(name, p) for p in targets):
+                continue
+        elif not BLOCK_PATTERN.search(name):
+            continue
+        if ignore and any(_name_matches(name, p) for p in ignore):
+            continue
+        chosen[name] = module
+    if not chosen:
+        linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:8]
+        raise RecipeError(
+            f"{where}: targets={targets!r} ignore={ignore!r} match no nn.Linear in "
+            f"{type(model).__name__}; some Linear names are {linear_names}"
+        )
+    return chosen
+
+
+def check_patterns_match(model: nn.Module, patterns: list[str] | None, where: str) -> None:
+    """Every pattern in ``targets`` must match at least one Linear (typos fail loudly)."""
+    if not patterns:
+        return
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    for p in patterns:
+        if not any(_name_matches(n, p) for n in names):
+            raise RecipeError(f"{where}: target pattern {p!r} matches no nn.Linear; some Linear names are {names[:8]}")

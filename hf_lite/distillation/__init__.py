@@ -1,0 +1,1 @@
+"""distillation (in progress)."""

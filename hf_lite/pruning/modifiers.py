@@ -1,0 +1,178 @@
+"""Pruning modifiers: magnitude (GMP, one-shot, N:M), movement and constant (keep zeros)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..core.modifier import Context, register_modifier
+from ..core.settings import Settings, StepOrFraction, check_step_or_fraction
+from .base import MaskedModifier, base_weight
+from .masks import global_masks, nm_mask, parse_pattern, topk_mask
+from .schedules import is_update_step, sparsity_at
+
+
+def _check_pattern(s: Settings) -> None:
+    if s.pattern == "unstructured":
+        return
+    try:
+        n, m = parse_pattern(s.pattern)
+    except ValueError:
+        s.fail("pattern", 'use "unstructured" or "N:M" with integers, e.g. "2:4"')
+    if not 0 < n < m:
+        s.fail("pattern", "N:M needs 0 < N < M, e.g. 2:4")
+
+
+@dataclasses.dataclass
+class MagnitudePruningSettings(Settings):
+    """Gradual magnitude pruning (GMP); ``start == end`` is one-shot."""
+
+    #: sparsity reached at ``end`` (fraction of pruned weights, in [0, 1)); ignored for N:M patterns
+    final_sparsity: float = 0.5
+    #: sparsity at ``start``
+    init_sparsity: float = 0.0
+    #: first pruning step (int) or fraction of max_steps (float)
+    start: StepOrFraction = 0.0
+    #: step (int) or fraction (float) where ``final_sparsity`` is reached; masks stay fixed after
+    end: StepOrFraction = 0.5
+    #: steps between mask updates
+    update_every: int = 10
+    #: ``cubic`` (Zhu & Gupta 2017), ``linear``, or ``constant`` (final sparsity from start)
+    schedule: Literal["cubic", "linear", "constant"] = "cubic"
+    #: ``layer``: each layer reaches the sparsity; ``global``: one threshold over all targets
+    scope: Literal["layer", "global"] = "layer"
+    #: ``unstructured`` or ``"N:M"`` (keep N of every M consecutive input weights)
+    pattern: str = "unstructured"
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    targets: list[str] | None = None
+    #: modules to leave dense (same forms as ``targets``)
+    ignore: list[str] | None = None
+
+    def validate(self) -> None:
+        for f in ("final_sparsity", "init_sparsity"):
+            if not 0.0 <= getattr(self, f) < 1.0:
+                self.fail(f, "must be in [0, 1): 0.8 prunes 80% of the weights")
+        if self.init_sparsity > self.final_sparsity:
+            self.fail("init_sparsity", f"must not exceed final_sparsity ({self.final_sparsity})")
+        check_step_or_fraction(self, "start")
+        check_step_or_fraction(self, "end")
+        if type(self.start) is type(self.end) and self.end < self.start:
+            self.fail("end", f"must not come before start ({self.start})")
+        if self.update_every < 1:
+            self.fail("update_every", "must be >= 1")
+        _check_pattern(self)
+        if self.pattern != "unstructured" and self.scope == "global":
+            self.fail("scope", "N:M patterns are per layer; use scope: layer")
+
+
+@register_modifier("magnitude_pruning")
+class MagnitudePruningModifier(MaskedModifier):
+    """Prune the smallest-|W| weights on a schedule; masks are recomputed on update steps."""
+
+    settings_cls = MagnitudePruningSettings
+
+    def target_sparsity(self, step: int) -> float:
+        s = self.settings
+        return sparsity_at(
+            step, self.start_step, self.end_step, s.init_sparsity, s.final_sparsity, s.schedule, s.update_every
+        )
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        return {n: base_weight(m).detach().abs().float() for n, m in self.modules.items()}
+
+    @torch.no_grad()
+    def compute_masks(self, sparsity: float) -> dict[str, torch.Tensor]:
+        scores = self.scores()
+        nm = parse_pattern(self.settings.pattern)
+        if nm is not None:
+            return {n: nm_mask(s, *nm) for n, s in scores.items()}
+        if self.settings.scope == "global":
+            return global_masks(scores, sparsity)
+        return {n: topk_mask(s, sparsity) for n, s in scores.items()}
+
+    def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
+        step = ctx.step
+        if step > self.end_step or not is_update_step(step, self.start_step, self.end_step, self.settings.update_every):
+            return
+        self.set_masks(self.compute_masks(self.target_sparsity(step)))
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if not self.masks:  # training ended before start (or no training): prune to the final target
+            self._ensure_modules(model)
+            self.set_masks(self.compute_masks(self.settings.final_sparsity))
+        return super().finalize(model, ctx)
+
+
+@dataclasses.dataclass
+class MovementPruningSettings(MagnitudePruningSettings):
+    """Movement pruning (Sanh et al. 2020): scores accumulate -W * dL/dW during training."""
+
+
+@register_modifier("movement_pruning")
+class MovementPruningModifier(MagnitudePruningModifier):
+    """Top-k of accumulated movement scores, on the same schedules as magnitude pruning."""
+
+    settings_cls = MovementPruningSettings
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.movement: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def before_optimizer_step(self, model: nn.Module, ctx: Context) -> None:
+        if ctx.step <= self.end_step:
+            for name, module in self.modules.items():
+                w = base_weight(module)
+                if w.grad is None:
+                    continue
+                acc = self.movement.get(name)
+                if acc is None:
+                    acc = self.movement[name] = torch.zeros_like(w, dtype=torch.float32)
+                acc.add_(-(w * w.grad).float())
+        super().before_optimizer_step(model, ctx)
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        if not self.movement:  # no gradient seen yet: fall back to magnitude
+            return super().scores()
+        return {
+            n: self.movement.get(n, torch.zeros_like(base_weight(m), dtype=torch.float32))
+            for n, m in self.modules.items()
+        }
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.update({f"movement.{n}": t for n, t in self.movement.items()})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.movement = {k[len("movement.") :]: v.float() for k, v in state.items() if k.startswith("movement.")}
+
+
+@dataclasses.dataclass
+class ConstantPruningSettings(Settings):
+    """Keep the zeros already in the weights at zero while fine-tuning."""
+
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    targets: list[str] | None = None
+    #: modules to leave alone
+    ignore: list[str] | None = None
+
+
+@register_modifier("constant_pruning")
+class ConstantPruningModifier(MaskedModifier):
+    """Masks = (W != 0) at the start of training; recovery after one-shot pruning."""
+
+    settings_cls = ConstantPruningSettings
+
+    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
+        super().on_train_begin(model, ctx)
+        if not self.masks:
+            self.capture()
+
+    @torch.no_grad()
+    def capture(self) -> None:
+        self.set_masks({n: (base_weight(m) != 0).float() for n, m in self.modules.items()})

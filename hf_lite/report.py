@@ -1,0 +1,103 @@
+"""What a model is: parameters, sparsity per layer, bits per layer, size on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from .core.targets import BLOCK_PATTERN
+
+
+def _effective_bits(weight: torch.Tensor) -> float | None:
+    """4 or 8 when every row lies on a small grid, None for ordinary float weights.
+
+    A row with at most 16 distinct values is 4-bit (int4, NF4, FP4 grids); a row whose values are
+    integer multiples of max|w|/127 is 8-bit. Sampled on the first rows to stay cheap.
+    """
+    w = weight.detach().float().reshape(weight.shape[0], -1)[:8]
+    levels = max(int(torch.unique(r).numel()) for r in w)
+    if levels <= 16:
+        return 4.0
+    if levels <= 256:
+        scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
+        q = w / scale
+        if torch.allclose(q, q.round(), atol=1e-3):
+            return 8.0
+    return None
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear) and BLOCK_PATTERN.search(n)}
+
+
+def model_report(model: nn.Module, folder: str | None = None) -> dict[str, Any]:
+    """Parameter count, global and per-layer sparsity of block Linears, bits per layer, disk size."""
+    layers = {}
+    zeros = total = 0
+    for name, m in linear_layers(model).items():
+        w = m.weight
+        if w.dtype in (torch.uint8, torch.int8):  # bitsandbytes-packed
+            layers[name] = {"shape": list(w.shape), "sparsity": None, "bits": 8 if w.dtype == torch.int8 else 4}
+            continue
+        z = int((w == 0).sum())
+        layers[name] = {"shape": list(w.shape), "sparsity": round(z / w.numel(), 6), "bits": _effective_bits(w)}
+        zeros += z
+        total += w.numel()
+    report = {
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "block_linear_parameters": total,
+        "sparsity": round(zeros / total, 6) if total else 0.0,
+        "layers": layers,
+    }
+    bits = [v["bits"] for v in layers.values() if v["bits"] is not None]
+    report["bits"] = max(bits) if bits and len(bits) == len(layers) else None
+    if folder:
+        report["size_on_disk_bytes"] = folder_size(folder)
+    return report
+
+
+def folder_size(folder: str, suffixes: tuple[str, ...] = (".safetensors",)) -> int:
+    return sum(
+        os.path.getsize(os.path.join(root, f))
+        for root, _, files in os.walk(folder)
+        for f in files
+        if f.endswith(suffixes)
+    )
+
+
+def report_folder(folder: str) -> dict[str, Any]:
+    """Report for a saved model folder (loads it with plain transformers)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    config = AutoConfig.from_pretrained(folder)
+    archs = config.architectures or []
+    cls = AutoModelForCausalLM if any("CausalLM" in a for a in archs) else AutoModelForSequenceClassification
+    model = cls.from_pretrained(folder)
+    rep = model_report(model, folder)
+    saved = os.path.join(folder, "report.json")
+    if os.path.exists(saved):
+        with open(saved) as f:
+            rep["metrics"] = json.load(f).get("metrics")
+    return rep
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [
+        f"parameters: {rep['parameters']:,}",
+        f"sparsity (block linears): {rep['sparsity']:.2%}",
+        f"bits: {rep['bits'] if rep['bits'] is not None else 'float'}",
+    ]
+    if "size_on_disk_bytes" in rep:
+        lines.append(f"size on disk: {rep['size_on_disk_bytes'] / 2**20:.1f} MiB")
+    lines.append(f"{'layer':<55} {'shape':>14} {'sparsity':>9} {'bits':>5}")
+    for name, v in rep["layers"].items():
+        sp = "-" if v["sparsity"] is None else f"{v['sparsity']:.2%}"
+        bits = "fp" if v["bits"] is None else str(int(v["bits"]))
+        lines.append(f"{name:<55} {'x'.join(map(str, v['shape'])):>14} {sp:>9} {bits:>5}")
+    if rep.get("metrics"):
+        lines.append(f"metrics: {json.dumps(rep['metrics'])}")
+    return "\n".join(lines)

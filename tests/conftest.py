@@ -1,0 +1,142 @@
+"""Shared fixtures: tiny BERT and Llama models built from configs, a tiny tokenizer, tiny data."""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+WORDS = (
+    "good bad great awful fine movie film plot acting boring fun dull superb weak strong the a is was very not".split()
+)
+
+
+def shared_data(*parts: str) -> str:
+    path = os.path.join(SHARED_DATA, *parts)
+    if not os.path.exists(path):
+        pytest.skip(f"{path} is absent")
+    return path
+
+
+def make_tokenizer(folder: str):
+    from transformers import BertTokenizerFast
+
+    os.makedirs(folder, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    with open(os.path.join(folder, "vocab.txt"), "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    tok = BertTokenizerFast(vocab_file=os.path.join(folder, "vocab.txt"))
+    tok.save_pretrained(folder)
+    return tok
+
+
+def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0, dropout: float = 0.1):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    return BertForSequenceClassification(config).eval()
+
+
+def tiny_llama(layers: int = 2, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(WORDS) + 5,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    pos, neg = ["good", "great", "fine", "superb", "fun", "strong"], ["bad", "awful", "boring", "dull", "weak"]
+    rows = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        words = [rng.choice(WORDS[4:]) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randint(0, len(words)), rng.choice(pos if label else neg))
+        rows.append((" ".join(words), label))
+    return rows
+
+
+@pytest.fixture
+def tokenizer(tmp_path):
+    return make_tokenizer(str(tmp_path / "tok"))
+
+
+@pytest.fixture
+def tiny_dataset(tokenizer):
+    import datasets
+
+    rows = sentiment_rows(64)
+    enc = tokenizer([r[0] for r in rows], truncation=True, max_length=16, padding="max_length")
+    enc["labels"] = [r[1] for r in rows]
+    return datasets.Dataset.from_dict(dict(enc))
+
+
+@pytest.fixture
+def tiny_bert_dir(tmp_path):
+    """A saved tiny BERT classifier with its tokenizer (a local 'Hub' folder)."""
+    folder = str(tmp_path / "tiny-bert")
+    tiny_bert().save_pretrained(folder)
+    make_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny_tsv(tmp_path):
+    """A local TSV with columns (text, target): not the SST-2 names, to test column settings."""
+    path = tmp_path / "reviews.tsv"
+    with open(path, "w") as f:
+        f.write("text\ttarget\n")
+        for text, label in sentiment_rows(96, seed=1):
+            f.write(f"{text}\t{label}\n")
+    return str(path)
+
+
+def training_args(tmp_path, **kw):
+    from transformers import TrainingArguments
+
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        max_steps=8,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        seed=0,
+        data_seed=0,
+        logging_steps=4,
+    )
+    defaults.update(kw)
+    return TrainingArguments(**defaults)
