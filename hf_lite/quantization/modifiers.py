@@ -1,0 +1,343 @@
+"""Quantization modifiers: ``qat`` (fake-quant during training), ``ptq`` (one-shot), ``bnb`` (export)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.modifier import Context, Modifier, register_modifier
+from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction
+from ..core.targets import find_linear_targets
+from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_token_fake_quant, quantize_dequantize
+
+
+def _is_bnb_layer(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("bitsandbytes")
+
+
+def _check_grid_settings(s: Settings) -> None:
+    if s.grid == "nf4":
+        if s.bits != 4:
+            s.fail("bits", "the nf4 grid is 4-bit; set bits: 4")
+        if s.group_size is not None:
+            s.fail("group_size", f"the nf4 grid uses bitsandbytes' blocks of {NF4_BLOCK}; leave group_size null")
+    if s.group_size is not None and s.group_size < 2:
+        s.fail("group_size", "must be >= 2 or null (per output channel)")
+
+
+def _check_targets(
+    model: nn.Module, modules: dict[str, nn.Module], group_size: int | None, grid: str, where: str
+) -> None:
+    for name, m in modules.items():
+        if _is_bnb_layer(m):
+            raise RecipeError(
+                f"{where}: {name} is a bitsandbytes {type(m).__name__}; QAT needs a float base (load without quantization_config)"
+            )
+        cols = m.weight.shape[1]
+        if group_size and cols % group_size:
+            raise RecipeError(
+                f"{where}: group_size {group_size} does not divide in_features {cols} of {name}; pick a divisor of {cols}"
+            )
+        if grid == "nf4" and m.weight.numel() % NF4_BLOCK:
+            raise RecipeError(
+                f"{where}: {name} has {m.weight.numel()} weights, not a multiple of the NF4 block {NF4_BLOCK}"
+            )
+
+
+@dataclasses.dataclass
+class QATSettings(Settings):
+    """Quantization-aware training: fake-quantized Linear weights with a straight-through estimator."""
+
+    #: weight bits: 8 or 4
+    bits: int = 8
+    #: ``int`` (uniform integer grid) or ``nf4`` (bitsandbytes' NormalFloat-4 code book, blocks of 64)
+    grid: Literal["int", "nf4"] = "int"
+    #: weights per scale along the input dimension; null = one scale per output channel
+    group_size: int | None = None
+    #: symmetric grid (zero point 0) or asymmetric (min/max with an integer zero point)
+    symmetric: bool = True
+    #: fake-quantize input activations to this many bits (dynamic, per token); null = off
+    activations: int | None = None
+    #: ``minmax`` (scales from the current weights) or ``ema`` (moving average of min/max)
+    observer: Literal["minmax", "ema"] = "minmax"
+    #: EMA decay for ``observer: ema``
+    ema_decay: float = 0.9
+    #: learn the scales by gradient (LSQ); initialized from the observer at ``start``
+    learnable_scales: bool = False
+    #: step (int) or fraction (float) where fake-quant switches on (float warm-up before)
+    start: StepOrFraction = 0
+    #: step (int) or fraction (float) after which the scales stop following the weights
+    freeze_observers_at: StepOrFraction | None = None
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    targets: list[str] | None = None
+    #: modules kept in float
+    ignore: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.bits not in (4, 8):
+            self.fail("bits", "supported: 8 or 4")
+        if self.activations not in (None, 8):
+            self.fail("activations", "supported: 8 or null")
+        if not 0.0 < self.ema_decay < 1.0:
+            self.fail("ema_decay", "must be in (0, 1)")
+        if self.learnable_scales and self.grid == "nf4":
+            self.fail(
+                "learnable_scales", "NF4 uses bitsandbytes' absmax blocks; learnable scales apply to the int grid"
+            )
+        check_step_or_fraction(self, "start")
+        check_step_or_fraction(self, "freeze_observers_at")
+        _check_grid_settings(self)
+
+
+class _QATState:
+    """Per-module fake-quant state (kept off the state dict so checkpoints stay plain)."""
+
+    def __init__(self, settings: QATSettings):
+        self.settings = settings
+        self.enabled = False
+        self.frozen = False
+        self.scale: torch.Tensor | None = None
+        self.zero: torch.Tensor | None = None
+
+    def observe(self, w: torch.Tensor) -> None:
+        s = self.settings
+        scale, zero = int_qparams(w, s.bits, s.group_size, s.symmetric)
+        if s.observer == "ema" and self.scale is not None:
+            scale = s.ema_decay * self.scale.detach() + (1 - s.ema_decay) * scale
+            zero = zero if s.symmetric else self.zero
+        if s.learnable_scales:
+            if self.scale is None:
+                self.scale = nn.Parameter(scale)
+            self.zero = zero
+        else:
+            self.scale, self.zero = scale, zero
+
+    def weight(self, w: torch.Tensor) -> torch.Tensor:
+        s = self.settings
+        if s.grid == "nf4":
+            return nf4_fake_quant(w)
+        if not self.frozen and not s.learnable_scales:
+            self.observe(w)
+        return int_fake_quant(w, self.scale, self.zero, s.bits, s.group_size, s.symmetric)
+
+
+class FakeQuantLinear(nn.Linear):
+    """``nn.Linear`` whose forward uses fake-quantized weights. Same parameters and state-dict keys."""
+
+    _hf_lite_qat: _QATState
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        st = self._hf_lite_qat
+        if not st.enabled:
+            return F.linear(x, self.weight, self.bias)
+        if st.settings.activations:
+            x = per_token_fake_quant(x, st.settings.activations)
+        return F.linear(x, st.weight(self.weight), self.bias)
+
+
+@register_modifier("qat")
+class QATModifier(Modifier):
+    """Fake-quant from ``start``; at finalize the weights are snapped onto the grid ("convert")."""
+
+    settings_cls = QATSettings
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.modules: dict[str, nn.Linear] = {}
+        self.freeze_step: int | None = None
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        s = self.settings
+        self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
+        _check_targets(model, self.modules, s.group_size, s.grid, self.type_name)
+        for m in self.modules.values():
+            m._hf_lite_qat = _QATState(s)
+            m.__class__ = FakeQuantLinear
+            if s.learnable_scales:  # the scale must exist before the optimizer is built
+                m._hf_lite_qat.observe(m.weight)
+                m.register_parameter("weight_qscale", m._hf_lite_qat.scale)
+        return model
+
+    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
+        super().on_train_begin(model, ctx)
+        from ..core.settings import resolve_step
+
+        f = self.settings.freeze_observers_at
+        self.freeze_step = None if f is None else resolve_step(f, ctx.max_steps, ctx.max_steps)
+
+    def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
+        enable = ctx.step >= self.start_step
+        freeze = self.freeze_step is not None and ctx.step >= self.freeze_step
+        for m in self.modules.values():
+            st = m._hf_lite_qat
+            if freeze and not st.frozen and self.settings.grid == "int" and not self.settings.learnable_scales:
+                st.observe(m.weight)
+            st.enabled, st.frozen = enable, freeze
+
+    @torch.no_grad()
+    def convert(self) -> None:
+        """Snap weights onto the grid they were trained for and restore plain ``nn.Linear``."""
+        for m in self.modules.values():
+            st = m._hf_lite_qat
+            st.enabled = True
+            if st.scale is None and self.settings.grid == "int":
+                st.observe(m.weight)
+            m.weight.data = st.weight(m.weight).detach().clone()
+            m.__class__ = nn.Linear
+            if "weight_qscale" in m._parameters:
+                del m._parameters["weight_qscale"]
+            del m._hf_lite_qat
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        self.convert()
+        return model
+
+    def stats(self) -> dict[str, float]:
+        on = any(getattr(m, "_hf_lite_qat", None) and m._hf_lite_qat.enabled for m in self.modules.values())
+        return {"bits": float(self.settings.bits) if on else 32.0}
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        for name, m in self.modules.items():
+            st = getattr(m, "_hf_lite_qat", None)
+            if st is not None and st.scale is not None:
+                state[f"scale.{name}"] = st.scale.detach()
+                state[f"zero.{name}"] = st.zero.detach()
+                state[f"frozen.{name}"] = int(st.frozen)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for name, m in self.modules.items():
+            st = m._hf_lite_qat
+            if f"scale.{name}" in state:
+                scale = state[f"scale.{name}"].to(m.weight.device)
+                if isinstance(st.scale, nn.Parameter):
+                    st.scale.data.copy_(scale)
+                else:
+                    st.scale = scale
+                st.zero = state[f"zero.{name}"].to(m.weight.device)
+                st.frozen = bool(state[f"frozen.{name}"])
+
+
+@dataclasses.dataclass
+class PTQSettings(Settings):
+    """Post-training quantization, applied once at finalize (after training, or without it)."""
+
+    #: ``rtn``: weights rounded onto an int grid (plain safetensors); ``dynamic_int8``: torch's
+    #: dynamic int8 Linear for CPU inference (evaluated in int8; saved weights stay float)
+    method: Literal["rtn", "dynamic_int8"] = "rtn"
+    #: weight bits for ``rtn``: 8 or 4
+    bits: int = 8
+    #: weights per scale for ``rtn``; null = per output channel
+    group_size: int | None = None
+    #: symmetric grid for ``rtn``
+    symmetric: bool = True
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    targets: list[str] | None = None
+    #: modules kept in float
+    ignore: list[str] | None = None
+
+    grid = "int"
+
+    def validate(self) -> None:
+        if self.bits not in (4, 8):
+            self.fail("bits", "supported: 8 or 4")
+        _check_grid_settings(self)
+
+
+def dynamic_int8(model: nn.Module, names: list[str] | None = None) -> nn.Module:
+    """torch's dynamic int8 quantization of Linear layers (CPU inference)."""
+    from torch.ao.quantization import quantize_dynamic
+
+    spec = set(names) if names else {nn.Linear}
+    return quantize_dynamic(model, spec, dtype=torch.qint8)
+
+
+@register_modifier("ptq")
+class PTQModifier(Modifier):
+    """RTN weight quantization, or dynamic int8 for CPU deployment, at finalize."""
+
+    settings_cls = PTQSettings
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        s = self.settings
+        self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
+        _check_targets(model, self.modules, s.group_size, "int", self.type_name)
+        return model
+
+    @torch.no_grad()
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        s = self.settings
+        if s.method == "rtn":
+            for m in self.modules.values():
+                m.weight.data = quantize_dequantize(m.weight, s.bits, s.group_size, s.symmetric)
+            return model
+        self.float_model = model
+        return dynamic_int8(model, list(self.modules))
+
+    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
+        from ..export import save_model
+
+        # dynamic int8 is a load-time transform: save the float weights, quantize after loading
+        save_model(getattr(self, "float_model", model), folder, tokenizer)
+
+
+@dataclasses.dataclass
+class BnbSettings(Settings):
+    """Export in a bitsandbytes format that reloads with ``from_pretrained(dir)``."""
+
+    #: 8 (LLM.int8) or 4
+    bits: int = 4
+    #: 4-bit data type
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    #: quantize the 4-bit absmax statistics too (smaller, not bit-exact with an NF4-QAT grid)
+    double_quant: bool = False
+    #: modules kept in full precision (the task head is always kept)
+    ignore: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.bits not in (4, 8):
+            self.fail("bits", "bitsandbytes exports 8 (LLM.int8) or 4 (nf4/fp4)")
+
+
+HEAD_NAMES = ["classifier", "score", "lm_head", "pooler"]
+
+
+@register_modifier("bnb")
+class BnbModifier(Modifier):
+    """At export: save the float model, reload it through ``BitsAndBytesConfig``, save that."""
+
+    settings_cls = BnbSettings
+
+    def quantization_config(self):
+        from transformers import BitsAndBytesConfig
+
+        s = self.settings
+        skip = HEAD_NAMES + list(s.ignore or [])
+        if s.bits == 8:
+            return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=s.quant_type,
+            bnb_4bit_use_double_quant=s.double_quant,
+            bnb_4bit_compute_dtype=torch.float32,
+            llm_int8_skip_modules=skip,
+        )
+
+    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
+        import tempfile
+
+        from ..export import save_model
+
+        with tempfile.TemporaryDirectory() as tmp:
+            save_model(model, tmp)
+            quantized = type(model).from_pretrained(tmp, quantization_config=self.quantization_config())
+            save_model(quantized, folder, tokenizer)
+
+
+__all__ = ["BnbModifier", "FakeQuantLinear", "PTQModifier", "QATModifier", "dynamic_int8"]
