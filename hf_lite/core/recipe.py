@@ -167,6 +167,15 @@ class Recipe:
         return path
 
 
+def _safe_load(stream: Any, where: str) -> Any:
+    try:
+        return yaml.safe_load(stream)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise RecipeError(f"{where}: not valid YAML{at}: {getattr(e, 'problem', None) or e}") from None
+
+
 def _read(source: str | os.PathLike | dict | list) -> dict[str, Any]:
     if isinstance(source, (dict, list)):
         data: Any = copy.deepcopy(source)
@@ -174,9 +183,9 @@ def _read(source: str | os.PathLike | dict | list) -> dict[str, Any]:
         text = str(source)
         if os.path.exists(text):
             with open(text) as f:
-                data = yaml.safe_load(f)
+                data = _safe_load(f, text)
         elif "\n" in text or ":" in text and not text.endswith((".yaml", ".yml")):
-            data = yaml.safe_load(text)
+            data = _safe_load(text, "recipe")
         else:
             raise RecipeError(f"recipe file {text!r} does not exist")
     if isinstance(data, list):  # a bare list of modifiers
@@ -203,7 +212,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                 if node is None:
                     raise RecipeError(f"--set {item!r}: {'.'.join(parts[: i + 1])} is null in the recipe")
         last = parts[-1]
-        parsed = yaml.safe_load(value)
+        parsed = _safe_load(value, f"--set {item}")
         if isinstance(node, list):
             node[int(last)] = parsed
         else:

@@ -91,9 +91,17 @@ def test_overrides():
 def test_safe_load_only(tmp_path):
     path = tmp_path / "evil.yaml"
     path.write_text("!!python/object/apply:os.system ['echo hi']\n")
-    with pytest.raises(Exception) as e:
+    with pytest.raises(RecipeError, match="not valid YAML") as e:
         load_recipe(str(path))
-    assert "python/object" in str(e.value) or "constructor" in str(e.value)
+    assert "python/object" in str(e.value)
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("modifiers:\n  - {type: qat}x\n")
+    with pytest.raises(RecipeError, match="line 2") as e:
+        load_recipe(str(path))
+    assert "\n" not in str(e.value)
 
 
 def test_every_shipped_recipe_validates():
