@@ -1,0 +1,211 @@
+"""Knowledge distillation as loss terms added by LiteTrainer."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..core.modifier import Context, Modifier, register_modifier
+from ..core.settings import RecipeError, Settings
+
+PROJ_ATTR = "hf_lite_distill_proj"  # trained with the student, removed at finalize
+
+
+@dataclasses.dataclass
+class DistillationSettings(Settings):
+    """Soft-target, hidden-state and attention-map distillation from a teacher."""
+
+    #: softmax temperature for the soft loss (soft loss is multiplied by T^2)
+    temperature: float = 2.0
+    #: weight of the soft (logits) loss; the task loss gets 1 - alpha
+    alpha: float = 0.5
+    #: logits loss: ``kl`` = KL(teacher_T || student_T), ``mse`` on logits, ``jsd`` Jensen-Shannon
+    loss: Literal["kl", "mse", "jsd"] = "kl"
+    #: weight of the hidden-state loss (0 = off)
+    hidden_weight: float = 0.0
+    #: ``mse`` or ``cosine`` (1 - cos) on hidden states
+    hidden_loss: Literal["mse", "cosine"] = "mse"
+    #: student layer -> teacher layer, e.g. {0: 1, 1: 3, 2: 5}; ``uniform`` spreads the student evenly
+    layer_map: dict | Literal["uniform"] = "uniform"
+    #: weight of the attention-map loss (KL on attention probabilities, MiniLM style; 0 = off)
+    attention_weight: float = 0.0
+    #: label value to ignore (padding, prompt tokens) in causal-LM distillation
+    ignore_index: int = -100
+
+    def validate(self) -> None:
+        if self.temperature <= 0:
+            self.fail("temperature", "must be > 0")
+        if not 0.0 <= self.alpha <= 1.0:
+            self.fail("alpha", "must be in [0, 1]")
+        for f in ("hidden_weight", "attention_weight"):
+            if getattr(self, f) < 0:
+                self.fail(f, "must be >= 0")
+        if isinstance(self.layer_map, dict) and not all(
+            isinstance(k, int) and isinstance(v, int) and k >= 0 and v >= 0 for k, v in self.layer_map.items()
+        ):
+            self.fail("layer_map", "map student layer ints to teacher layer ints, e.g. {0: 1, 1: 3}")
+
+
+def _num_layers(model: nn.Module) -> int:
+    return int(model.config.num_hidden_layers)
+
+
+def _hidden(model: nn.Module) -> int:
+    return int(model.config.hidden_size)
+
+
+def soft_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, kind: str) -> torch.Tensor:
+    """Per-row soft loss (rows = examples or token positions), shape [N]."""
+    if kind == "mse":
+        return (student - teacher).pow(2).mean(-1)
+    log_s = F.log_softmax(student / temperature, -1)
+    log_t = F.log_softmax(teacher / temperature, -1)
+    if kind == "kl":
+        return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    m = 0.5 * (log_s.exp() + log_t.exp())
+    log_m = m.clamp(min=1e-12).log()
+    js = 0.5 * (log_t.exp() * (log_t - log_m)).sum(-1) + 0.5 * (log_s.exp() * (log_s - log_m)).sum(-1)
+    return js * temperature**2
+
+
+@register_modifier("distillation")
+class DistillationModifier(Modifier):
+    """Adds ``alpha`` * soft loss (+ hidden and attention terms); the task loss is scaled by 1 - alpha."""
+
+    settings_cls = DistillationSettings
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.pairs: list[tuple[int, int]] = []
+        self.causal = False
+
+    @property
+    def needs_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
+        out = []
+        if self.settings.hidden_weight > 0:
+            out.append("output_hidden_states")
+        if self.settings.attention_weight > 0:
+            out.append("output_attentions")
+        return tuple(out)
+
+    @property
+    def task_loss_weight(self) -> float:
+        return 1.0 - self.settings.alpha
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        teacher = ctx.teacher
+        if teacher is None:
+            raise RecipeError(
+                "distillation: no teacher; pass teacher_model= to LiteTrainer or set `teacher:` in the recipe"
+            )
+        s = self.settings
+        self.causal = type(model).__name__.endswith("ForCausalLM")
+        vs, vt = getattr(model.config, "vocab_size", None), getattr(teacher.config, "vocab_size", None)
+        if self.causal and vs != vt:
+            raise RecipeError(
+                f"distillation: student vocab_size {vs} != teacher vocab_size {vt}; the tokenizers must match"
+            )
+        if not self.causal and model.config.num_labels != teacher.config.num_labels:
+            raise RecipeError(
+                f"distillation: student has {model.config.num_labels} labels, teacher {teacher.config.num_labels}"
+            )
+        ls, lt = _num_layers(model), _num_layers(teacher)
+        if s.layer_map == "uniform":
+            self.pairs = [(i, round((i + 1) * lt / ls) - 1) for i in range(ls)]
+        else:
+            self.pairs = sorted(s.layer_map.items())
+        for i, j in self.pairs:
+            if i >= ls or j >= lt:
+                raise RecipeError(f"distillation.layer_map: {i}->{j} out of range (student {ls} layers, teacher {lt})")
+        if s.hidden_weight > 0 and _hidden(model) != _hidden(teacher):
+            proj = nn.ModuleList(nn.Linear(_hidden(model), _hidden(teacher)) for _ in self.pairs)
+            setattr(model, PROJ_ATTR, proj.to(next(model.parameters()).device))
+        if s.attention_weight > 0:
+            hs, ht = model.config.num_attention_heads, teacher.config.num_attention_heads
+            if hs != ht:
+                raise RecipeError(
+                    f"distillation.attention_weight: student has {hs} heads, teacher {ht}; attention transfer needs equal counts"
+                )
+            for m in (model, teacher):  # attention probabilities need the eager kernel
+                m.set_attn_implementation("eager")
+        return model
+
+    def loss(self, outputs: Any, inputs: dict[str, Any], teacher_outputs: Any, ctx: Context) -> dict[str, torch.Tensor]:
+        s = self.settings
+        terms: dict[str, torch.Tensor] = {}
+        valid = self._valid(inputs, outputs["logits"])
+        st, te = outputs["logits"], teacher_outputs["logits"].to(outputs["logits"].dtype)
+        if self.causal:
+            st, te = st[:, :-1], te[:, :-1]
+        per_row = soft_loss(st.reshape(-1, st.shape[-1]), te.reshape(-1, te.shape[-1]), s.temperature, s.loss)
+        terms["soft"] = s.alpha * _masked_mean(per_row, valid)
+        if s.hidden_weight > 0:
+            terms["hidden"] = s.hidden_weight * self._hidden_loss(outputs, teacher_outputs, inputs)
+        if s.attention_weight > 0:
+            terms["attention"] = s.attention_weight * self._attention_loss(outputs, teacher_outputs, inputs)
+        return terms
+
+    def _valid(self, inputs: dict[str, Any], logits: torch.Tensor) -> torch.Tensor | None:
+        """Boolean mask over the rows of the soft loss (None = all rows count)."""
+        if self.causal:
+            labels = inputs.get("labels")
+            if labels is not None:
+                return labels[:, 1:].reshape(-1) != self.settings.ignore_index
+            mask = inputs.get("attention_mask")
+            return None if mask is None else mask[:, 1:].reshape(-1).bool()
+        return None
+
+    def _token_mask(self, inputs: dict[str, Any], like: torch.Tensor) -> torch.Tensor:
+        mask = inputs.get("attention_mask")
+        return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device) if mask is None else mask.bool()
+
+    def _hidden_loss(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
+        model_proj = self._proj
+        hs, ht = outputs["hidden_states"], teacher_outputs["hidden_states"]
+        mask = self._token_mask(inputs, hs[0])
+        losses = []
+        for k, (i, j) in enumerate(self.pairs):
+            a, b = hs[i + 1], ht[j + 1].to(hs[i + 1].dtype)
+            if model_proj is not None:
+                a = model_proj[k](a)
+            if self.settings.hidden_loss == "mse":
+                per_tok = (a - b).pow(2).mean(-1)
+            else:
+                per_tok = 1 - F.cosine_similarity(a, b, dim=-1)
+            losses.append(_masked_mean(per_tok.reshape(-1), mask.reshape(-1)))
+        return torch.stack(losses).mean()
+
+    def _attention_loss(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
+        att_s, att_t = outputs["attentions"], teacher_outputs["attentions"]
+        mask = self._token_mask(inputs, att_s[0].transpose(1, 2))  # [B, T] over query positions
+        losses = []
+        for i, j in self.pairs:
+            p_s, p_t = att_s[i].clamp(min=1e-12), att_t[j].to(att_s[i].dtype).clamp(min=1e-12)
+            kl = (p_t * (p_t.log() - p_s.log())).sum(-1)  # [B, H, Tq]
+            per_q = kl.mean(1)  # over heads
+            losses.append(_masked_mean(per_q.reshape(-1), mask.reshape(-1)))
+        return torch.stack(losses).mean()
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if hasattr(model, PROJ_ATTR):
+            delattr(model, PROJ_ATTR)  # projections only serve training; the export is the plain student
+        return model
+
+    @property
+    def _proj(self):
+        return getattr(self, "_model_proj", None)
+
+    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
+        super().on_train_begin(model, ctx)
+        self._model_proj = getattr(model, PROJ_ATTR, None)
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return values.mean()
+    mask = mask.to(values.dtype)
+    return (values * mask).sum() / mask.sum().clamp(min=1)

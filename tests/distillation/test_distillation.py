@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from conftest import tiny_bert, tiny_llama, training_args
+
+from hf_lite import LiteTrainer, RecipeError
+from hf_lite.distillation import soft_loss, student_from_teacher
+from hf_lite.distillation.modifier import PROJ_ATTR
+
+
+def test_kl_against_hand_computed():
+    s, t = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    T = 2.0
+    ps = [math.exp(0.5) / (math.exp(0.5) + 1), 1 / (math.exp(0.5) + 1)]
+    pt = [ps[1], ps[0]]
+    kl = sum(pt[i] * math.log(pt[i] / ps[i]) for i in range(2)) * T * T
+    assert soft_loss(s, t, T, "kl").item() == pytest.approx(kl, rel=1e-6)
+    assert soft_loss(s, t, T, "mse").item() == pytest.approx(1.0)
+    assert soft_loss(t, t, T, "jsd").item() == pytest.approx(0.0, abs=1e-7)
+    # temperature: T^2 scaling keeps gradients comparable; a larger T gives softer targets
+    assert soft_loss(s, t, 1.0, "kl").item() != pytest.approx(kl)
+
+
+def test_ignore_index_and_shift_for_causal_lm(tmp_path):
+    student, teacher = tiny_llama(layers=1, seed=1), tiny_llama(layers=2)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    labels = ids.clone()
+    labels[0, :3] = -100  # prompt tokens are not distilled
+    from hf_lite.core.modifier import Context, build_modifier
+
+    mod = build_modifier({"type": "distillation", "alpha": 1.0, "temperature": 1.0})
+    mod.initialize(student, Context(teacher=teacher))
+    so, to = student(input_ids=ids), teacher(input_ids=ids)
+    got = mod.loss(so, {"input_ids": ids, "labels": labels}, to, Context())["soft"]
+    # by hand: positions 2..4 predict tokens 3..5 (labels[1:] != -100)
+    ref = soft_loss(so.logits[0, 2:5], to.logits[0, 2:5], 1.0, "kl").mean()
+    assert got.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_teacher_frozen_out_of_optimizer_projection_dropped(tmp_path, tiny_dataset):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    teacher = tiny_bert(layers=4)
+    student = BertForSequenceClassification(
+        BertConfig(**{**teacher.config.to_dict(), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2})
+    )
+    recipe = [
+        {"type": "distillation", "alpha": 0.7, "hidden_weight": 1.0, "attention_weight": 0.5, "layer_map": {0: 1, 1: 3}}
+    ]
+    t = LiteTrainer(
+        model=student,
+        args=training_args(tmp_path, max_steps=4, logging_steps=2),
+        train_dataset=tiny_dataset,
+        recipe=recipe,
+        teacher_model=teacher,
+    )
+    assert hasattr(student, PROJ_ATTR)
+    before = [p.clone() for p in teacher.parameters()]
+    t.train()
+    opt_params = {id(p) for g in t.optimizer.param_groups for p in g["params"]}
+    assert not any(id(p) in opt_params for p in teacher.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    assert any(id(p) in opt_params for p in t.session.modifiers[0]._model_proj.parameters())
+    assert not hasattr(t.final_model, PROJ_ATTR)
+    assert not any(PROJ_ATTR in k for k in t.final_model.state_dict())
+    logged = [log for log in t.state.log_history if "loss/distillation/soft" in log]
+    assert logged and all("loss/distillation/hidden" in log and "loss/distillation/attention" in log for log in logged)
+    out = tmp_path / "student"
+    t.final_model.save_pretrained(out)
+    BertForSequenceClassification.from_pretrained(out)  # plain reload, no projection keys
+
+
+def test_student_from_teacher_layers(tmp_path):
+    teacher = tiny_bert(layers=4)
+    student = student_from_teacher(teacher, [0, 3])
+    assert student.config.num_hidden_layers == 2
+    assert torch.equal(
+        student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[3].output.dense.weight
+    )
+    llama = student_from_teacher(tiny_llama(layers=4), [1, 2])
+    assert [l.self_attn.layer_idx for l in llama.model.layers] == [0, 1]
+    llama.generate(torch.tensor([[3, 4]]), max_new_tokens=3, do_sample=False)  # KV cache indices line up
+    with pytest.raises(RecipeError, match="distinct indices"):
+        student_from_teacher(teacher, [0, 7])
+
+
+def test_missing_teacher_and_mismatched_vocab(tmp_path, tiny_dataset):
+    with pytest.raises(RecipeError, match="no teacher"):
+        LiteTrainer(
+            model=tiny_bert(),
+            args=training_args(tmp_path),
+            train_dataset=tiny_dataset,
+            recipe=[{"type": "distillation"}],
+        )
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    other = LlamaForCausalLM(LlamaConfig(**{**tiny_llama().config.to_dict(), "vocab_size": 99}))
+    with pytest.raises(RecipeError, match="tokenizers must match"):
+        LiteTrainer(
+            model=tiny_llama(),
+            args=training_args(tmp_path),
+            train_dataset=tiny_dataset,
+            recipe=[{"type": "distillation"}],
+            teacher_model=other,
+        )
+
+
+def test_kd_beats_nothing_sanity(tmp_path, tiny_dataset):
+    """With alpha=1 the student's logits move toward the teacher's."""
+    teacher, student = tiny_bert(layers=2, seed=3), tiny_bert(layers=1, seed=4)
+    batch = {k: torch.tensor(v) for k, v in tiny_dataset[:16].items() if k != "labels"}
+    with torch.no_grad():
+        gap0 = (student(**batch).logits - teacher(**batch).logits).pow(2).mean()
+    LiteTrainer(
+        model=student,
+        args=training_args(tmp_path, max_steps=20, learning_rate=3e-3),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "distillation", "alpha": 1.0, "loss": "mse"}],
+        teacher_model=teacher,
+    ).train()
+    student.eval()
+    with torch.no_grad():
+        gap1 = (student(**batch).logits - teacher(**batch).logits).pow(2).mean()
+    assert gap1 < gap0 * 0.5
