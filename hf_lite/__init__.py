@@ -35,10 +35,6 @@ def __getattr__(name: str):
         from . import api
 
         return getattr(api, name)
-    if name == "apply_recipe_":
-        from .oneshot.apply import apply_recipe_
-
-        return apply_recipe_
     raise AttributeError(name)
 
 
@@ -53,7 +49,6 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "Settings",
-    "apply_recipe_",
     "load_recipe",
     "prepare_model",
     "register_modifier",

@@ -18,6 +18,7 @@ BLOCK_PATTERN = re.compile(r"(^|\.)(layer|layers|h|blocks|block)\.\d+\.")
 
 
 def _name_matches(name: str, pattern: str) -> bool:
+    name = name.removesuffix(".base_layer")  # a peft LoRA layer wraps the original Linear
     if pattern.startswith("re:"):
         return re.search(pattern[3:], name) is not None
     return name == pattern or name.endswith("." + pattern)
@@ -32,8 +33,8 @@ def find_linear_targets(
     """Map of qualified name -> Linear module. Raises when the selection is empty."""
     chosen: dict[str, nn.Linear] = {}
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
-            continue
+        if not isinstance(module, nn.Linear) or ".lora_" in name or ".modules_to_save." in name:
+            continue  # LoRA adapters and peft's trainable head copies are not compression targets
         if targets:
             if not any(_name_matches(name, p) for p in targets):
                 continue

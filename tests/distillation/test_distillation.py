@@ -80,7 +80,7 @@ def test_student_from_teacher_layers(tmp_path):
         student.bert.encoder.layer[1].output.dense.weight, teacher.bert.encoder.layer[3].output.dense.weight
     )
     llama = student_from_teacher(tiny_llama(layers=4), [1, 2])
-    assert [l.self_attn.layer_idx for l in llama.model.layers] == [0, 1]
+    assert [block.self_attn.layer_idx for block in llama.model.layers] == [0, 1]
     llama.generate(torch.tensor([[3, 4]]), max_new_tokens=3, do_sample=False)  # KV cache indices line up
     with pytest.raises(RecipeError, match="distinct indices"):
         student_from_teacher(teacher, [0, 7])

@@ -1,0 +1,248 @@
+"""Parameter-efficient adaptation: head-only, LoRA and QLoRA (through peft and bitsandbytes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import torch
+from torch import nn
+
+from ..core.modifier import Context, Modifier, register_modifier
+from ..core.settings import RecipeError, Settings
+from ..core.targets import BLOCK_PATTERN, check_patterns_match
+
+logger = logging.getLogger(__name__)
+BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks|block)\.(\d+)\.")
+HEADS = ("classifier", "score", "lm_head")
+
+
+def _head_names(model: nn.Module) -> list[str]:
+    return [n for n in HEADS if isinstance(getattr(model, n, None), nn.Module)]
+
+
+def count_trainable(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total
+
+
+@dataclasses.dataclass
+class HeadOnlySettings(Settings):
+    """Train only the task head (optionally also the last blocks) of a frozen pretrained model."""
+
+    #: also train the last k transformer blocks
+    unfreeze_last: int = 0
+
+    def validate(self) -> None:
+        if self.unfreeze_last < 0:
+            self.fail("unfreeze_last", "must be >= 0")
+
+
+@register_modifier("head_only")
+class HeadOnlyModifier(Modifier):
+    settings_cls = HeadOnlySettings
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        heads = _head_names(model)
+        if not heads:
+            raise RecipeError(f"head_only: {type(model).__name__} has no task head named one of {HEADS}")
+        n_layers = model.config.num_hidden_layers
+        if self.settings.unfreeze_last > n_layers:
+            raise RecipeError(f"head_only.unfreeze_last: {self.settings.unfreeze_last} > {n_layers} layers")
+        keep_layers = set(range(n_layers - self.settings.unfreeze_last, n_layers))
+        for name, p in model.named_parameters():
+            block = BLOCK_INDEX.search(name)
+            in_kept_layer = block is not None and int(block.group(1)) in keep_layers
+            p.requires_grad = any(name.startswith(h + ".") for h in heads) or in_kept_layer
+        self.trainable, self.total = count_trainable(model)
+        logger.info(
+            "head_only: %s of %s parameters trainable (%.2f%%)",
+            self.trainable,
+            self.total,
+            100 * self.trainable / self.total,
+        )
+        return model
+
+    def stats(self) -> dict[str, float]:
+        return {"trainable_fraction": self.trainable / self.total} if hasattr(self, "trainable") else {}
+
+
+@dataclasses.dataclass
+class LoraSettings(Settings):
+    """LoRA adapters through peft."""
+
+    #: adapter rank
+    r: int = 8
+    #: LoRA scaling numerator (scale = alpha / r)
+    alpha: int = 16
+    #: dropout on the adapter input
+    dropout: float = 0.05
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    target_modules: list[str] | None = None
+    #: modules trained in full and saved with the adapter; default: the classification head
+    modules_to_save: list[str] | None = None
+    #: at export, merge the adapters into the weights (plain transformers folder) or keep them apart
+    merge: bool = True
+    #: when merging, keep the base weight's exact zeros (LoRA on a pruned model stays sparse)
+    preserve_sparsity: bool = True
+
+    def validate(self) -> None:
+        if self.r < 1:
+            self.fail("r", "must be >= 1")
+        if self.alpha < 1:
+            self.fail("alpha", "must be >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            self.fail("dropout", "must be in [0, 1)")
+
+
+@register_modifier("lora")
+class LoraModifier(Modifier):
+    """Wraps the model with peft's LoRA; finalize merges (keeping sparsity) or leaves the adapter."""
+
+    settings_cls = LoraSettings
+    replaces_model = True
+
+    def lora_config(self, model: nn.Module):
+        from peft import LoraConfig, TaskType
+
+        s = self.settings
+        causal = type(model).__name__.endswith("ForCausalLM")
+        targets = s.target_modules
+        if targets is None:
+            leaf = {
+                n.split(".")[-1]
+                for n, m in model.named_modules()
+                if isinstance(m, nn.Linear) and BLOCK_PATTERN.search(n)
+            }
+            targets = sorted(leaf)
+        else:
+            check_patterns_match(model, targets, "lora.target_modules")
+            if any(t.startswith("re:") for t in targets):  # peft takes one full-match regex string
+                targets = "|".join(
+                    f"(?:.*{t[3:]})" if t.startswith("re:") else f"(?:.*\\.{re.escape(t)})" for t in targets
+                )
+        to_save = s.modules_to_save if s.modules_to_save is not None else ([] if causal else _head_names(model))
+        return LoraConfig(
+            r=s.r,
+            lora_alpha=s.alpha,
+            lora_dropout=s.dropout,
+            target_modules=targets,
+            modules_to_save=to_save or None,
+            task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS,
+        )
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        try:
+            from peft import get_peft_model
+        except ImportError as e:
+            raise RecipeError("lora needs peft: pip install 'hf-lite[peft]'") from e
+        model = get_peft_model(model, self.lora_config(model))
+        self.trainable, self.total = count_trainable(model)
+        return model
+
+    def stats(self) -> dict[str, float]:
+        return {"trainable_fraction": self.trainable / self.total} if hasattr(self, "trainable") else {}
+
+    @torch.no_grad()
+    def merge(self, model: nn.Module) -> nn.Module:
+        """``merge_and_unload`` that keeps the base weights' exact zeros when ``preserve_sparsity``."""
+        from peft.tuners.lora import LoraLayer
+
+        zero_masks = {}
+        if self.settings.preserve_sparsity:
+            for name, m in model.named_modules():
+                if isinstance(m, LoraLayer) and hasattr(m, "base_layer"):
+                    w = m.base_layer.weight
+                    if w.dtype.is_floating_point and (w == 0).any():
+                        zero_masks[name] = (m.base_layer, w != 0)
+        merged = model.merge_and_unload()
+        for base, keep in zero_masks.values():
+            base.weight.mul_(keep.to(base.weight.dtype))
+        return merged
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if not self.settings.merge:
+            return model
+        if any(type(m).__name__ == "Linear4bit" for m in model.modules()):
+            raise RecipeError(
+                "lora.merge over a 4-bit base would dequantize it; set merge: false, or dequantize explicitly first"
+            )
+        return self.merge(model)
+
+
+@dataclasses.dataclass
+class QLoraSettings(LoraSettings):
+    """LoRA over a bitsandbytes 4-bit base (NF4, double quantization)."""
+
+    #: 4-bit data type of the frozen base
+    quant_type: str = "nf4"
+    #: quantize the absmax statistics too
+    double_quant: bool = True
+    merge: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if self.quant_type not in ("nf4", "fp4"):
+            self.fail("quant_type", "use nf4 or fp4")
+
+
+def guard_cpu_4bit_training(model: nn.Module) -> int:
+    """bitsandbytes repacks ``Linear4bit`` for CPU inference after any eval forward, after which
+    LoRA above it silently receives no gradient; keeping the training layout avoids that."""
+    n = 0
+    for m in model.modules():
+        if hasattr(m, "support_avx512bf16_for_cpu"):
+            m.support_avx512bf16_for_cpu = False
+            n += 1
+    return n
+
+
+@register_modifier("qlora")
+class QLoraModifier(LoraModifier):
+    """Quantizes the target Linears to bitsandbytes 4-bit in place, then adds LoRA adapters."""
+
+    settings_cls = QLoraSettings
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise RecipeError("qlora needs bitsandbytes: pip install 'hf-lite[bnb]'") from e
+        s = self.settings
+        config = self.lora_config(model)
+        targets = config.target_modules
+        for name, module in list(model.named_modules()):
+            if not (isinstance(module, nn.Linear) and BLOCK_PATTERN.search(name)):
+                continue
+            if isinstance(targets, (set, list)) and name.split(".")[-1] not in targets:
+                continue
+            q = bnb.nn.Linear4bit(
+                module.in_features,
+                module.out_features,
+                bias=module.bias is not None,
+                compute_dtype=torch.float32,
+                compress_statistics=s.double_quant,
+                quant_type=s.quant_type,
+            )
+            q.weight = bnb.nn.Params4bit(
+                module.weight.data.clone(),
+                requires_grad=False,
+                quant_type=s.quant_type,
+                compress_statistics=s.double_quant,
+            )
+            if module.bias is not None:
+                q.bias = nn.Parameter(module.bias.data.clone(), requires_grad=False)
+            q = q.to(module.weight.device)  # quantizes
+            parent = model.get_submodule(name.rsplit(".", 1)[0])
+            setattr(parent, name.rsplit(".", 1)[1], q)
+        guard_cpu_4bit_training(model)
+        return super().initialize(model, ctx)
+
+    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
+        super().on_train_begin(model, ctx)
+        guard_cpu_4bit_training(model)
+
+    def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
+        if ctx.step == self.start_step:
+            guard_cpu_4bit_training(model)

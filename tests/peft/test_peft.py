@@ -1,0 +1,188 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import tiny_bert, tiny_llama, training_args
+
+from hf_lite import LiteTrainer, RecipeError
+from hf_lite.core.targets import find_linear_targets
+
+pytest.importorskip("peft")
+
+
+def test_head_only_counts(tmp_path, tiny_dataset):
+    model = tiny_bert(layers=2)
+    t = LiteTrainer(
+        model=model,
+        args=training_args(tmp_path, max_steps=2),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "head_only"}],
+    )
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.weight", "classifier.bias"}
+    frozen = model.bert.encoder.layer[0].output.dense.weight.clone()
+    t.train()
+    assert torch.equal(frozen, model.bert.encoder.layer[0].output.dense.weight)
+    model2 = tiny_bert(layers=2)
+    LiteTrainer(
+        model=model2,
+        args=training_args(tmp_path),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "head_only", "unfreeze_last": 1}],
+    )
+    names = {n for n, p in model2.named_parameters() if p.requires_grad}
+    assert any(n.startswith("bert.encoder.layer.1.") for n in names) and not any(
+        n.startswith("bert.encoder.layer.0.") for n in names
+    )
+
+
+def test_lora_counts_merge_equals_unmerged(tmp_path, tiny_dataset):
+    t = LiteTrainer(
+        model=tiny_bert(dropout=0.0),
+        args=training_args(tmp_path, max_steps=4),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "lora", "r": 4, "merge": False}],
+    )
+    mod = t.session.modifiers[0]
+    assert 0 < mod.trainable / mod.total < 0.25
+    t.train()
+    peft_model = t.final_model.eval()
+    x = torch.tensor([tiny_dataset[0]["input_ids"]])
+    with torch.no_grad():
+        unmerged = peft_model(input_ids=x).logits
+        merged_model = mod.merge(peft_model)
+        merged = merged_model(input_ids=x).logits
+    assert torch.allclose(unmerged, merged, atol=1e-5)
+    assert type(merged_model).__name__ == "BertForSequenceClassification"
+
+
+def test_lora_on_pruned_model_merge_keeps_sparsity(tmp_path, tiny_dataset):
+    recipe = [
+        {"type": "magnitude_pruning", "final_sparsity": 0.6, "start": 0, "end": 0},
+        {"type": "lora", "r": 4},
+    ]
+    # prune first (one-shot), then LoRA + constant_pruning in a second stage
+    t = LiteTrainer(
+        model=tiny_bert(), args=training_args(tmp_path, max_steps=1), train_dataset=tiny_dataset, recipe=recipe[:1]
+    )
+    t.train()
+    pruned = t.final_model
+    zeros = {n: (m.weight == 0).clone() for n, m in find_linear_targets(pruned).items()}
+    t2 = LiteTrainer(
+        model=pruned,
+        args=training_args(tmp_path / "2", max_steps=4, learning_rate=1e-2),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "lora", "r": 4}, {"type": "constant_pruning"}],
+    )
+    t2.train()
+    final = t2.final_model
+    for n, m in find_linear_targets(final).items():
+        assert torch.equal(m.weight == 0, zeros[n]), n  # exactly the base's zeros, no more, no fewer
+    # without preserve_sparsity the merge densifies (the bug peers have)
+    t3 = LiteTrainer(
+        model=tiny_bert(),
+        args=training_args(tmp_path / "3", max_steps=1),
+        train_dataset=tiny_dataset,
+        recipe=recipe[:1],
+    )
+    t3.train()
+    t4 = LiteTrainer(
+        model=t3.final_model,
+        args=training_args(tmp_path / "4", max_steps=4, learning_rate=1e-2),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "lora", "r": 4, "preserve_sparsity": False}],
+    )
+    t4.train()
+    assert any((m.weight == 0).float().mean() < 0.5 for m in find_linear_targets(t4.final_model).values())
+
+
+def test_lora_export_both_ways_reload_fresh_process(tmp_path, tiny_dataset):
+    t = LiteTrainer(
+        model=tiny_bert(dropout=0.0),
+        args=training_args(tmp_path, max_steps=3),
+        train_dataset=tiny_dataset,
+        recipe=[{"type": "lora", "r": 4, "merge": False}],
+    )
+    t.train()
+    peft_model = t.final_model.eval()
+    x = torch.tensor([tiny_dataset[0]["input_ids"]])
+    with torch.no_grad():
+        ref = peft_model(input_ids=x).logits.flatten()
+    base_dir, adapter_dir, merged_dir = tmp_path / "base", tmp_path / "adapter", tmp_path / "merged"
+    tiny_bert(dropout=0.0).save_pretrained(base_dir)
+    peft_model.save_pretrained(adapter_dir)
+    t.session.modifiers[0].merge(peft_model).save_pretrained(merged_dir)
+    code = (
+        "import torch, json; from transformers import AutoModelForSequenceClassification as A; from peft import PeftModel;"
+        f"x = torch.tensor([{x[0].tolist()!r}]);"
+        f"a = PeftModel.from_pretrained(A.from_pretrained({str(base_dir)!r}), {str(adapter_dir)!r}).eval();"
+        f"m = A.from_pretrained({str(merged_dir)!r}).eval();"
+        "print(json.dumps({'adapter': a(input_ids=x).logits.flatten().tolist(), 'merged': m(input_ids=x).logits.flatten().tolist()}))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert torch.allclose(torch.tensor(got["adapter"]), ref, atol=1e-5)
+    assert torch.allclose(torch.tensor(got["merged"]), ref, atol=1e-5)
+
+
+def test_lora_bad_targets_and_callback_needs_prepare(tmp_path, tiny_dataset):
+    with pytest.raises(RecipeError, match="'q_proj' matches no"):
+        LiteTrainer(
+            model=tiny_bert(),
+            args=training_args(tmp_path),
+            train_dataset=tiny_dataset,
+            recipe=[{"type": "lora", "target_modules": ["q_proj"]}],
+        )
+    from transformers import Trainer
+
+    from hf_lite import CompressionCallback
+
+    with pytest.raises(ValueError, match="prepare_model"):
+        Trainer(
+            model=tiny_bert(),
+            args=training_args(tmp_path),
+            train_dataset=tiny_dataset,
+            callbacks=[CompressionCallback([{"type": "lora"}])],
+        )
+
+
+def test_qlora_gets_gradients_after_evaluate(tmp_path):
+    """Regression: bitsandbytes repacks Linear4bit for CPU inference after an eval forward, and LoRA
+    then silently gets no gradient. hf_lite's guard keeps training working after evaluate()."""
+    pytest.importorskip("bitsandbytes")
+    import datasets
+
+    ids = [[(i * 5 + j) % 25 + 1 for j in range(16)] for i in range(32)]
+    ds = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
+    t = LiteTrainer(
+        model=tiny_llama(),
+        args=training_args(tmp_path, max_steps=3),
+        train_dataset=ds,
+        eval_dataset=ds,
+        recipe=[{"type": "qlora", "r": 4}],
+    )
+    assert any(type(m).__name__ == "Linear4bit" for m in t.model.modules())
+    t.evaluate()
+    grads = {}
+
+    from transformers import TrainerCallback
+
+    class Grab(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kw):
+            for n, p in model.named_parameters():
+                if "lora_" in n:
+                    grads[n] = p.grad is not None and bool(p.grad.abs().sum() > 0)
+
+    t.add_callback(Grab())
+    t.train()
+    assert grads and all(grads.values()), [n for n, ok in grads.items() if not ok][:3]
+    with pytest.raises(RecipeError, match="merge"):
+        t.session.modifiers[0].__class__.finalize(
+            type("M", (), {"settings": type("S", (), {"merge": True})()})(), t.model, None
+        )
