@@ -41,7 +41,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def _training_args(recipe: Recipe, output_dir: str, has_eval: bool):
+def _training_args(recipe: Recipe, output_dir: str):
     from transformers import TrainingArguments
 
     kwargs: dict[str, Any] = {
@@ -106,7 +106,7 @@ def run_recipe(
     train_ds, eval_ds = _datasets(recipe, tokenizer)
     timings["load_s"] = time.perf_counter() - t0
     causal = recipe.model.task == "causal-lm"
-    args = _training_args(recipe, out, eval_ds is not None)
+    args = _training_args(recipe, out)
     trainer = LiteTrainer(
         model=model,
         args=args,
@@ -145,16 +145,15 @@ def run_recipe(
         timings["train_s"] = time.perf_counter() - t
         metrics["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     else:
-        trainer.compression.final_model = trainer.session.finalize(trainer.model)
-        trainer.model = trainer.compression.final_model
+        trainer.compression.finalize(trainer.model)
     final = trainer.final_model
     metrics["after"] = evaluate("after")
 
     t = time.perf_counter()
-    exporters = [m for m in trainer.session.modifiers if hasattr(m, "export")]
-    if exporters:
-        for m in exporters:
-            m.export(final, out, tokenizer)
+    # the last modifier with its own format (bnb, dynamic int8) writes the folder; otherwise plain safetensors
+    exporter = next((m for m in reversed(trainer.session.modifiers) if hasattr(m, "export")), None)
+    if exporter is not None:
+        exporter.export(final, out, tokenizer)
     else:
         save_model(final, out, tokenizer)
     timings["export_s"] = time.perf_counter() - t
@@ -169,6 +168,7 @@ def run_recipe(
         "metrics": metrics,
         "compression": model_report(final, out),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "load_snippet": exporter.load_snippet(recipe.model.task, out) if hasattr(exporter, "load_snippet") else None,
         "versions": versions(),
         "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
     }

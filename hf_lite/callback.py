@@ -100,6 +100,11 @@ class CompressionCallback(TrainerCallback):
             self.session.save(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
 
     def on_train_end(self, args, state, control, model=None, **kw):
+        self.finalize(model)
+
+    def finalize(self, model):
+        """Make the compression permanent; a LiteTrainer then holds the final model object."""
         self.final_model = self.session.finalize(model)
         if self.trainer is not None and self.final_model is not model:
             self.trainer.model = self.trainer.model_wrapped = self.final_model
+        return self.final_model

@@ -68,7 +68,7 @@ Compressed with [hf_lite](https://pypi.org/project/hf-lite/) from `{recipe.model
 
 ## Load
 ```python
-{report.get("load_snippet") or LOAD_SNIPPETS[task].format(repo=repo)}
+{(report.get("load_snippet") or LOAD_SNIPPETS[task].format(repo=repo)).replace(folder, repo)}
 ```
 Plain transformers loads this folder; hf_lite is not needed.
 

@@ -100,7 +100,7 @@ class LiteTrainer(Trainer):
         if self.teacher is not None:
             self.teacher.to(self.args.device).eval()
             self.teacher.requires_grad_(False)
-        self._term_sums: dict[str, float] = {}
+        self._term_sums: dict[str, torch.Tensor] = {}  # on device: no host sync per step
         self._term_count = 0
 
     @property
@@ -122,7 +122,7 @@ class LiteTrainer(Trainer):
         if terms:
             loss = loss * self._task_weight() + self._scale(sum(terms.values()), inputs, num_items_in_batch)
             for k, v in terms.items():
-                self._term_sums[k] = self._term_sums.get(k, 0.0) + float(v.detach())
+                self._term_sums[k] = self._term_sums.get(k, 0.0) + v.detach()
             self._term_count += 1
         return (loss, outputs) if return_outputs else loss
 
@@ -149,7 +149,7 @@ class LiteTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._term_count and "loss" in logs:
             for k, v in self._term_sums.items():
-                logs[f"loss/{k}"] = round(v / self._term_count, 6)
+                logs[f"loss/{k}"] = round(float(v) / self._term_count, 6)
             self._term_sums, self._term_count = {}, 0
         if self.session.modifiers:
             logs.update(self.session.stats())

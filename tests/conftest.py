@@ -140,3 +140,46 @@ def training_args(tmp_path, **kw):
     )
     defaults.update(kw)
     return TrainingArguments(**defaults)
+
+
+def lite(tmp_path, dataset, recipe, model=None, train=True, resume=None, teacher=None, **args):
+    """A LiteTrainer on a tiny BERT (or ``model``); trained unless ``train=False``."""
+    from hf_lite import LiteTrainer
+
+    trainer = LiteTrainer(
+        model=model if model is not None else tiny_bert(),
+        args=training_args(tmp_path, **args),
+        train_dataset=dataset,
+        recipe=recipe,
+        teacher_model=teacher,
+    )
+    if train:
+        trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def run_fresh(code: str) -> dict:
+    """Run ``code`` in a new Python process and return the JSON it prints last.
+
+    The process must not import hf_lite: ``hf_lite_imported`` is added to the result for checking.
+    """
+    import json
+    import subprocess
+    import sys
+
+    code += "\nimport sys as _s; print('HF_LITE_IMPORTED', 'hf_lite' in _s.modules)"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.strip().splitlines()
+    out = json.loads(lines[-2])
+    out["hf_lite_imported"] = lines[-1].endswith("True")
+    return out
+
+
+def token_dataset(n: int = 32, length: int = 16, stride: int = 5):
+    """Token ids with labels = inputs, for causal-LM training on tiny Llamas."""
+    import datasets
+
+    ids = [[(i * stride + j) % 25 + 1 for j in range(length)] for i in range(n)]
+    return datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})

@@ -2,10 +2,9 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from conftest import run_fresh
 
 from hf_lite.cli import main
 
@@ -39,12 +38,11 @@ def test_run_writes_a_folder_plain_transformers_loads(tmp_path, tiny_bert_dir, t
     assert "before_accuracy" in report["metrics"]["before"] and "after_accuracy" in report["metrics"]["after"]
     card = (out / "README.md").read_text()
     assert "AutoModelForSequenceClassification.from_pretrained" in card and "magnitude_pruning" in card
-    code = f"from transformers import AutoModelForSequenceClassification as A; import sys; m = A.from_pretrained({str(out)!r}); assert 'hf_lite' not in sys.modules; print('ok')"
-    assert (
-        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        .stdout.strip()
-        .endswith("ok")
+    got = run_fresh(
+        "import json; from transformers import AutoModelForSequenceClassification as A\n"
+        f"m = A.from_pretrained({str(out)!r}); print(json.dumps({{'labels': m.config.num_labels}}))"
     )
+    assert got == {"labels": 2, "hf_lite_imported": False}
 
     # nothing already written is overwritten without asking
     assert main(["run", recipe]) == 2
@@ -66,3 +64,12 @@ def test_wrong_column_names_fail_before_training(tmp_path, tiny_bert_dir, tiny_t
     recipe = recipe_for(tmp_path, tiny_bert_dir, tiny_tsv)
     assert main(["run", recipe, "--set", "data.text_column=sentence"]) == 2
     assert "column(s) ['sentence'] not found" in capsys.readouterr().err
+
+
+def test_dynamic_int8_card_shows_the_load_time_transform(tmp_path, tiny_bert_dir, tiny_tsv):
+    recipe = recipe_for(tmp_path, tiny_bert_dir, tiny_tsv)
+    out = tmp_path / "int8"
+    args = ["run", recipe, "--output-dir", str(out), "--set", "modifiers=[{type: ptq, method: dynamic_int8}]"]
+    assert main(args) == 0
+    card = (out / "README.md").read_text()
+    assert "quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)" in card

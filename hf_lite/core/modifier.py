@@ -32,11 +32,9 @@ class Context:
 
     step: int = 0
     max_steps: int = 0
-    training: bool = True
     world_size: int = 1
     teacher: nn.Module | None = None
     calibration: Any = None  # an iterable of input dicts (one-shot methods)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Modifier:

@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -116,8 +117,6 @@ class CompressionSession:
 
     def load(self, folder: str) -> None:
         path = os.path.join(folder, STATE_FILE)
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as f:
             scalars = json.loads(f.metadata()["hf_lite_scalars"])
         tensors = load_file(path)

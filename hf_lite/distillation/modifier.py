@@ -82,6 +82,7 @@ class DistillationModifier(Modifier):
         super().__init__(settings)
         self.pairs: list[tuple[int, int]] = []
         self.causal = False
+        self.proj: nn.ModuleList | None = None  # registered on the student so the optimizer trains it
 
     @property
     def needs_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -122,8 +123,8 @@ class DistillationModifier(Modifier):
             if i >= ls or j >= lt:
                 raise RecipeError(f"distillation.layer_map: {i}->{j} out of range (student {ls} layers, teacher {lt})")
         if s.hidden_weight > 0 and _hidden(model) != _hidden(teacher):
-            proj = nn.ModuleList(nn.Linear(_hidden(model), _hidden(teacher)) for _ in self.pairs)
-            setattr(model, PROJ_ATTR, proj.to(next(model.parameters()).device))
+            self.proj = nn.ModuleList(nn.Linear(_hidden(model), _hidden(teacher)) for _ in self.pairs)
+            setattr(model, PROJ_ATTR, self.proj.to(next(model.parameters()).device))
         if s.attention_weight > 0:
             hs, ht = model.config.num_attention_heads, teacher.config.num_attention_heads
             if hs != ht:
@@ -164,14 +165,13 @@ class DistillationModifier(Modifier):
         return torch.ones(like.shape[:2], dtype=torch.bool, device=like.device) if mask is None else mask.bool()
 
     def _hidden_loss(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
-        model_proj = self._proj
         hs, ht = outputs["hidden_states"], teacher_outputs["hidden_states"]
         mask = self._token_mask(inputs, hs[0])
         losses = []
         for k, (i, j) in enumerate(self.pairs):
             a, b = hs[i + 1], ht[j + 1].to(hs[i + 1].dtype)
-            if model_proj is not None:
-                a = model_proj[k](a)
+            if self.proj is not None:
+                a = self.proj[k](a)
             if self.settings.hidden_loss == "mse":
                 per_tok = (a - b).pow(2).mean(-1)
             else:
@@ -194,14 +194,6 @@ class DistillationModifier(Modifier):
         if hasattr(model, PROJ_ATTR):
             delattr(model, PROJ_ATTR)  # projections only serve training; the export is the plain student
         return model
-
-    @property
-    def _proj(self):
-        return getattr(self, "_model_proj", None)
-
-    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
-        super().on_train_begin(model, ctx)
-        self._model_proj = getattr(model, PROJ_ATTR, None)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -238,11 +238,3 @@ class QLoraModifier(LoraModifier):
             setattr(parent, name.rsplit(".", 1)[1], q)
         guard_cpu_4bit_training(model)
         return super().initialize(model, ctx)
-
-    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
-        super().on_train_begin(model, ctx)
-        guard_cpu_4bit_training(model)
-
-    def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
-        if ctx.step == self.start_step:
-            guard_cpu_4bit_training(model)

@@ -7,6 +7,8 @@ learnable scale).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 NF4_BLOCK = 64  # bitsandbytes' default block size for 4-bit weights
@@ -52,8 +54,9 @@ def int_fake_quant(
     return ((q - zero) * scale).reshape(w.shape).to(w.dtype)
 
 
-def nf4_code(device=None) -> torch.Tensor:
-    """The 16 NF4 values, taken from bitsandbytes so the grids agree exactly."""
+@functools.lru_cache(maxsize=8)
+def nf4_code(device: torch.device | str = "cpu") -> torch.Tensor:
+    """The 16 NF4 values, taken from bitsandbytes so the grids agree exactly (cached per device)."""
     from bitsandbytes.functional import get_4bit_type
 
     return get_4bit_type("nf4", device="cpu").float().to(device)

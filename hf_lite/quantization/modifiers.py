@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.modifier import Context, Modifier, register_modifier
-from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction
+from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction, resolve_step
 from ..core.targets import find_linear_targets
 from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_token_fake_quant, quantize_dequantize
 
@@ -20,7 +20,7 @@ def _is_bnb_layer(module: nn.Module) -> bool:
 
 
 def _check_grid_settings(s: Settings) -> None:
-    if s.grid == "nf4":
+    if getattr(s, "grid", "int") == "nf4":
         if s.bits != 4:
             s.fail("bits", "the nf4 grid is 4-bit; set bits: 4")
         if s.group_size is not None:
@@ -164,8 +164,6 @@ class QATModifier(Modifier):
 
     def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
         super().on_train_begin(model, ctx)
-        from ..core.settings import resolve_step
-
         f = self.settings.freeze_observers_at
         self.freeze_step = None if f is None else resolve_step(f, ctx.max_steps, ctx.max_steps)
 
@@ -242,8 +240,6 @@ class PTQSettings(Settings):
     #: modules kept in float
     ignore: list[str] | None = None
 
-    grid = "int"
-
     def validate(self) -> None:
         if self.bits not in (4, 8):
             self.fail("bits", "supported: 8 or 4")
@@ -286,6 +282,17 @@ class PTQModifier(Modifier):
         # dynamic int8 is a load-time transform: save the float weights, quantize after loading
         save_model(getattr(self, "float_model", model), folder, tokenizer)
 
+    def load_snippet(self, task: str, repo: str) -> str | None:
+        if self.settings.method != "dynamic_int8":
+            return None
+        from ..card import LOAD_SNIPPETS
+
+        return (
+            LOAD_SNIPPETS[task].format(repo=repo)
+            + "\n# the metrics above were measured with dynamic int8 Linear layers (CPU):\n"
+            + "import torch\nmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)"
+        )
+
 
 @dataclasses.dataclass
 class BnbSettings(Settings):
@@ -327,6 +334,13 @@ class BnbModifier(Modifier):
             bnb_4bit_use_double_quant=s.double_quant,
             bnb_4bit_compute_dtype=torch.float32,
             llm_int8_skip_modules=skip,
+        )
+
+    def load_snippet(self, task: str, repo: str) -> str:
+        from ..card import LOAD_SNIPPETS
+
+        return "# needs bitsandbytes; the saved quantization_config is applied on load\n" + LOAD_SNIPPETS[task].format(
+            repo=repo
         )
 
     def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:

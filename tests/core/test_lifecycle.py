@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from conftest import tiny_bert, training_args
+from conftest import lite, tiny_bert, training_args
 from transformers import Trainer
 
 from hf_lite import CompressionCallback, LiteTrainer, Modifier, Settings, register_modifier
@@ -83,13 +83,12 @@ def test_event_order_plain_trainer(tmp_path, tiny_dataset):
 
 
 def test_fractional_start_end(tmp_path, tiny_dataset):
-    trainer = LiteTrainer(
-        model=tiny_bert(),
-        args=training_args(tmp_path, max_steps=10),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "magnitude_pruning", "start": 0.2, "end": 0.5, "final_sparsity": 0.5}],
+    trainer = lite(
+        tmp_path,
+        tiny_dataset,
+        [{"type": "magnitude_pruning", "start": 0.2, "end": 0.5, "final_sparsity": 0.5}],
+        max_steps=10,
     )
-    trainer.train()
     m = trainer.session.modifiers[0]
     assert (m.start_step, m.end_step) == (2, 5)
 

@@ -2,9 +2,9 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama, training_args
+from conftest import lite, tiny_bert, tiny_llama
 
-from hf_lite import LiteTrainer, RecipeError
+from hf_lite import RecipeError
 from hf_lite.distillation import soft_loss, student_from_teacher
 from hf_lite.distillation.modifier import PROJ_ATTR
 
@@ -48,13 +48,7 @@ def test_teacher_frozen_out_of_optimizer_projection_dropped(tmp_path, tiny_datas
     recipe = [
         {"type": "distillation", "alpha": 0.7, "hidden_weight": 1.0, "attention_weight": 0.5, "layer_map": {0: 1, 1: 3}}
     ]
-    t = LiteTrainer(
-        model=student,
-        args=training_args(tmp_path, max_steps=4, logging_steps=2),
-        train_dataset=tiny_dataset,
-        recipe=recipe,
-        teacher_model=teacher,
-    )
+    t = lite(tmp_path, tiny_dataset, recipe, model=student, teacher=teacher, train=False, max_steps=4, logging_steps=2)
     assert hasattr(student, PROJ_ATTR)
     before = [p.clone() for p in teacher.parameters()]
     t.train()
@@ -62,7 +56,7 @@ def test_teacher_frozen_out_of_optimizer_projection_dropped(tmp_path, tiny_datas
     assert not any(id(p) in opt_params for p in teacher.parameters())
     assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
-    assert any(id(p) in opt_params for p in t.session.modifiers[0]._model_proj.parameters())
+    assert any(id(p) in opt_params for p in t.session.modifiers[0].proj.parameters())
     assert not hasattr(t.final_model, PROJ_ATTR)
     assert not any(PROJ_ATTR in k for k in t.final_model.state_dict())
     logged = [log for log in t.state.log_history if "loss/distillation/soft" in log]
@@ -88,23 +82,12 @@ def test_student_from_teacher_layers(tmp_path):
 
 def test_missing_teacher_and_mismatched_vocab(tmp_path, tiny_dataset):
     with pytest.raises(RecipeError, match="no teacher"):
-        LiteTrainer(
-            model=tiny_bert(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "distillation"}],
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "distillation"}], train=False)
     from transformers import LlamaConfig, LlamaForCausalLM
 
     other = LlamaForCausalLM(LlamaConfig(**{**tiny_llama().config.to_dict(), "vocab_size": 99}))
     with pytest.raises(RecipeError, match="tokenizers must match"):
-        LiteTrainer(
-            model=tiny_llama(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "distillation"}],
-            teacher_model=other,
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "distillation"}], model=tiny_llama(), teacher=other, train=False)
 
 
 def test_kd_beats_nothing_sanity(tmp_path, tiny_dataset):
@@ -113,12 +96,15 @@ def test_kd_beats_nothing_sanity(tmp_path, tiny_dataset):
     batch = {k: torch.tensor(v) for k, v in tiny_dataset[:16].items() if k != "labels"}
     with torch.no_grad():
         gap0 = (student(**batch).logits - teacher(**batch).logits).pow(2).mean()
-    LiteTrainer(
+    lite(
+        tmp_path,
+        tiny_dataset,
+        [{"type": "distillation", "alpha": 1.0, "loss": "mse"}],
         model=student,
-        args=training_args(tmp_path, max_steps=20, learning_rate=3e-3),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "distillation", "alpha": 1.0, "loss": "mse"}],
-        teacher_model=teacher,
+        teacher=teacher,
+        train=False,
+        max_steps=20,
+        learning_rate=3e-3,
     ).train()
     student.eval()
     with torch.no_grad():

@@ -1,13 +1,9 @@
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama, training_args
+from conftest import lite, run_fresh, tiny_bert, tiny_llama, token_dataset, training_args
 
 from hf_lite import LiteTrainer, RecipeError
+from hf_lite.core.modifier import Context, build_modifier
 from hf_lite.core.targets import find_linear_targets
 
 pytest.importorskip("peft")
@@ -15,24 +11,14 @@ pytest.importorskip("peft")
 
 def test_head_only_counts(tmp_path, tiny_dataset):
     model = tiny_bert(layers=2)
-    t = LiteTrainer(
-        model=model,
-        args=training_args(tmp_path, max_steps=2),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "head_only"}],
-    )
+    t = lite(tmp_path, tiny_dataset, [{"type": "head_only"}], model=model, train=False, max_steps=2)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {"classifier.weight", "classifier.bias"}
     frozen = model.bert.encoder.layer[0].output.dense.weight.clone()
     t.train()
     assert torch.equal(frozen, model.bert.encoder.layer[0].output.dense.weight)
     model2 = tiny_bert(layers=2)
-    LiteTrainer(
-        model=model2,
-        args=training_args(tmp_path),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "head_only", "unfreeze_last": 1}],
-    )
+    lite(tmp_path, tiny_dataset, [{"type": "head_only", "unfreeze_last": 1}], model=model2, train=False)
     names = {n for n, p in model2.named_parameters() if p.requires_grad}
     assert any(n.startswith("bert.encoder.layer.1.") for n in names) and not any(
         n.startswith("bert.encoder.layer.0.") for n in names
@@ -40,11 +26,13 @@ def test_head_only_counts(tmp_path, tiny_dataset):
 
 
 def test_lora_counts_merge_equals_unmerged(tmp_path, tiny_dataset):
-    t = LiteTrainer(
+    t = lite(
+        tmp_path,
+        tiny_dataset,
+        [{"type": "lora", "r": 4, "merge": False}],
         model=tiny_bert(dropout=0.0),
-        args=training_args(tmp_path, max_steps=4),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "lora", "r": 4, "merge": False}],
+        train=False,
+        max_steps=4,
     )
     mod = t.session.modifiers[0]
     assert 0 < mod.trainable / mod.total < 0.25
@@ -65,48 +53,39 @@ def test_lora_on_pruned_model_merge_keeps_sparsity(tmp_path, tiny_dataset):
         {"type": "lora", "r": 4},
     ]
     # prune first (one-shot), then LoRA + constant_pruning in a second stage
-    t = LiteTrainer(
-        model=tiny_bert(), args=training_args(tmp_path, max_steps=1), train_dataset=tiny_dataset, recipe=recipe[:1]
-    )
-    t.train()
+    t = lite(tmp_path, tiny_dataset, recipe[:1], max_steps=1)
     pruned = t.final_model
     zeros = {n: (m.weight == 0).clone() for n, m in find_linear_targets(pruned).items()}
-    t2 = LiteTrainer(
+    t2 = lite(
+        tmp_path / "2",
+        tiny_dataset,
+        [{"type": "lora", "r": 4}, {"type": "constant_pruning"}],
         model=pruned,
-        args=training_args(tmp_path / "2", max_steps=4, learning_rate=1e-2),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "lora", "r": 4}, {"type": "constant_pruning"}],
+        max_steps=4,
+        learning_rate=1e-2,
     )
-    t2.train()
     final = t2.final_model
     for n, m in find_linear_targets(final).items():
         assert torch.equal(m.weight == 0, zeros[n]), n  # exactly the base's zeros, no more, no fewer
     # without preserve_sparsity the merge densifies (the bug peers have)
-    t3 = LiteTrainer(
-        model=tiny_bert(),
-        args=training_args(tmp_path / "3", max_steps=1),
-        train_dataset=tiny_dataset,
-        recipe=recipe[:1],
-    )
-    t3.train()
-    t4 = LiteTrainer(
+    t3 = lite(tmp_path / "3", tiny_dataset, recipe[:1], max_steps=1)
+    t4 = lite(
+        tmp_path / "4",
+        tiny_dataset,
+        [{"type": "lora", "r": 4, "preserve_sparsity": False}],
         model=t3.final_model,
-        args=training_args(tmp_path / "4", max_steps=4, learning_rate=1e-2),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "lora", "r": 4, "preserve_sparsity": False}],
+        train=False,
+        max_steps=4,
+        learning_rate=1e-2,
     )
     t4.train()
     assert any((m.weight == 0).float().mean() < 0.5 for m in find_linear_targets(t4.final_model).values())
 
 
 def test_lora_export_both_ways_reload_fresh_process(tmp_path, tiny_dataset):
-    t = LiteTrainer(
-        model=tiny_bert(dropout=0.0),
-        args=training_args(tmp_path, max_steps=3),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "lora", "r": 4, "merge": False}],
+    t = lite(
+        tmp_path, tiny_dataset, [{"type": "lora", "r": 4, "merge": False}], model=tiny_bert(dropout=0.0), max_steps=3
     )
-    t.train()
     peft_model = t.final_model.eval()
     x = torch.tensor([tiny_dataset[0]["input_ids"]])
     with torch.no_grad():
@@ -122,23 +101,15 @@ def test_lora_export_both_ways_reload_fresh_process(tmp_path, tiny_dataset):
         f"m = A.from_pretrained({str(merged_dir)!r}).eval();"
         "print(json.dumps({'adapter': a(input_ids=x).logits.flatten().tolist(), 'merged': m(input_ids=x).logits.flatten().tolist()}))"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    got = json.loads(res.stdout.strip().splitlines()[-1])
+    got = run_fresh(code)
+    assert not got["hf_lite_imported"]
     assert torch.allclose(torch.tensor(got["adapter"]), ref, atol=1e-5)
     assert torch.allclose(torch.tensor(got["merged"]), ref, atol=1e-5)
 
 
 def test_lora_bad_targets_and_callback_needs_prepare(tmp_path, tiny_dataset):
     with pytest.raises(RecipeError, match="'q_proj' matches no"):
-        LiteTrainer(
-            model=tiny_bert(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "lora", "target_modules": ["q_proj"]}],
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "lora", "target_modules": ["q_proj"]}], train=False)
     from transformers import Trainer
 
     from hf_lite import CompressionCallback
@@ -156,10 +127,7 @@ def test_qlora_gets_gradients_after_evaluate(tmp_path):
     """Regression: bitsandbytes repacks Linear4bit for CPU inference after an eval forward, and LoRA
     then silently gets no gradient. hf_lite's guard keeps training working after evaluate()."""
     pytest.importorskip("bitsandbytes")
-    import datasets
-
-    ids = [[(i * 5 + j) % 25 + 1 for j in range(16)] for i in range(32)]
-    ds = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
+    ds = token_dataset()
     t = LiteTrainer(
         model=tiny_llama(),
         args=training_args(tmp_path, max_steps=3),
@@ -169,6 +137,10 @@ def test_qlora_gets_gradients_after_evaluate(tmp_path):
     )
     assert any(type(m).__name__ == "Linear4bit" for m in t.model.modules())
     t.evaluate()
+    # the guard: no Linear4bit may switch to the CPU inference layout (this CPU has no AVX512-BF16, so
+    # bitsandbytes would not repack here anyway; on CPUs that have it, this flag is what keeps LoRA training)
+    four_bit = [m for m in t.model.modules() if type(m).__name__ == "Linear4bit"]
+    assert four_bit and all(m.support_avx512bf16_for_cpu is False for m in four_bit)
     grads = {}
 
     from transformers import TrainerCallback
@@ -182,7 +154,6 @@ def test_qlora_gets_gradients_after_evaluate(tmp_path):
     t.add_callback(Grab())
     t.train()
     assert grads and all(grads.values()), [n for n, ok in grads.items() if not ok][:3]
-    with pytest.raises(RecipeError, match="merge"):
-        t.session.modifiers[0].__class__.finalize(
-            type("M", (), {"settings": type("S", (), {"merge": True})()})(), t.model, None
-        )
+    merging = build_modifier({"type": "qlora", "r": 4, "merge": True})
+    with pytest.raises(RecipeError, match="merge over a 4-bit base"):
+        merging.finalize(t.model, Context())

@@ -1,23 +1,12 @@
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_llama, training_args
+from conftest import lite, run_fresh, tiny_bert, tiny_llama, token_dataset
 
-from hf_lite import LiteTrainer, RecipeError
+from hf_lite import RecipeError
 from hf_lite.core.targets import find_linear_targets
 from hf_lite.pruning.masks import global_masks, nm_mask, sparsity_of, topk_mask
-
-
-def train(tmp_path, dataset, recipe, model=None, **kw):
-    trainer = LiteTrainer(
-        model=model or tiny_bert(), args=training_args(tmp_path, **kw), train_dataset=dataset, recipe=recipe
-    )
-    trainer.train()
-    return trainer
 
 
 def test_mask_helpers_exact():
@@ -38,7 +27,7 @@ def test_gmp_exact_sparsity_at_end_and_stays(tmp_path, tiny_dataset, scope):
     recipe = [
         {"type": "magnitude_pruning", "final_sparsity": 0.75, "start": 1, "end": 5, "update_every": 2, "scope": scope}
     ]
-    trainer = train(tmp_path, tiny_dataset, recipe, max_steps=8)
+    trainer = lite(tmp_path, tiny_dataset, recipe, max_steps=8)
     mod = trainer.session.modifiers[0]
     total = sum(m.weight.numel() for m in mod.modules.values())
     zeros = sum(int((m.weight == 0).sum()) for m in mod.modules.values())
@@ -50,7 +39,7 @@ def test_gmp_exact_sparsity_at_end_and_stays(tmp_path, tiny_dataset, scope):
 
 
 def test_nm_pattern_every_group(tmp_path, tiny_dataset):
-    trainer = train(
+    trainer = lite(
         tmp_path, tiny_dataset, [{"type": "magnitude_pruning", "pattern": "2:4", "start": 0, "end": 2}], max_steps=5
     )
     for m in trainer.session.modifiers[0].modules.values():
@@ -59,7 +48,7 @@ def test_nm_pattern_every_group(tmp_path, tiny_dataset):
 
 
 def test_movement_pruning_reaches_target(tmp_path, tiny_dataset):
-    trainer = train(
+    trainer = lite(
         tmp_path,
         tiny_dataset,
         [{"type": "movement_pruning", "final_sparsity": 0.5, "start": 1, "end": 4, "update_every": 1}],
@@ -74,23 +63,24 @@ def test_constant_pruning_keeps_zeros(tmp_path, tiny_dataset):
         for m in find_linear_targets(model).values():
             m.weight.mul_((torch.rand_like(m.weight) > 0.6).float())
     zeros_before = {n: m.weight == 0 for n, m in find_linear_targets(model).items()}
-    train(tmp_path, tiny_dataset, [{"type": "constant_pruning"}], model=model, max_steps=4)
+    lite(tmp_path, tiny_dataset, [{"type": "constant_pruning"}], model=model, max_steps=4)
     for n, m in find_linear_targets(model).items():
         assert torch.equal(m.weight == 0, zeros_before[n])
 
 
 def test_resume_equals_uninterrupted(tmp_path, tiny_dataset):
     recipe = [{"type": "magnitude_pruning", "final_sparsity": 0.7, "start": 1, "end": 6, "update_every": 1}]
-    full = train(tmp_path / "a", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=8)
+    full = lite(tmp_path / "a", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=8)
     args = dict(max_steps=8, save_strategy="steps", save_steps=3)
-    train(tmp_path / "b", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), **args)
-    resumed = LiteTrainer(
+    lite(tmp_path / "b", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), **args)
+    resumed = lite(
+        tmp_path / "b",
+        tiny_dataset,
+        recipe,
         model=tiny_bert(dropout=0.0),
-        args=training_args(tmp_path / "b", **args),
-        train_dataset=tiny_dataset,
-        recipe=recipe,
+        resume=str(tmp_path / "b" / "out" / "checkpoint-3"),
+        **args,
     )
-    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "out" / "checkpoint-3"))
     for (n, a), (_, b) in zip(full.model.named_parameters(), resumed.model.named_parameters()):
         assert torch.allclose(a, b, atol=1e-6), n
     ma, mb = full.session.modifiers[0].masks, resumed.session.modifiers[0].masks
@@ -99,52 +89,25 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_dataset):
 
 def test_targets_that_match_nothing_fail_before_training(tmp_path, tiny_dataset):
     with pytest.raises(RecipeError, match="match no nn.Linear"):
-        LiteTrainer(
-            model=tiny_bert(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "magnitude_pruning", "targets": ["q_proj"]}],
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "magnitude_pruning", "targets": ["q_proj"]}], train=False)
 
 
 def test_llama_gmp_reload_in_fresh_process(tmp_path):
-    import datasets
-
-    ids = [[(i * 5 + j) % 25 + 1 for j in range(16)] for i in range(32)]
-    ds = datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
-    model = tiny_llama()
-    trainer = train(
-        tmp_path,
-        ds,
-        [{"type": "magnitude_pruning", "final_sparsity": 0.6, "start": 0, "end": 3, "update_every": 1}],
-        model=model,
-        max_steps=4,
-    )
+    ds = token_dataset()
+    recipe = [{"type": "magnitude_pruning", "final_sparsity": 0.6, "start": 0, "end": 3, "update_every": 1}]
+    trainer = lite(tmp_path, ds, recipe, model=tiny_llama(), max_steps=4)
     out = tmp_path / "export"
     trainer.final_model.save_pretrained(out)
-    x = torch.tensor([ids[0]])
+    ids = ds[0]["input_ids"]
     with torch.no_grad():
-        expected = trainer.final_model.eval()(x).logits
-    torch.save(x, tmp_path / "x.pt")
-    code = (
-        "import torch, json, sys; from transformers import AutoModelForCausalLM as A;"
-        f"m = A.from_pretrained({str(out)!r}).eval(); x = torch.load({str(tmp_path / 'x.pt')!r});"
-        "w = [l.mlp.up_proj.weight for l in m.model.layers];"
-        "print(json.dumps({'logits': m(x).logits.flatten().tolist(), 'sp': [float((t == 0).float().mean()) for t in w],"
-        " 'hf_lite': 'hf_lite' in sys.modules}))"
+        expected = trainer.final_model.eval()(torch.tensor([ids])).logits
+    res = run_fresh(
+        "import torch, json; from transformers import AutoModelForCausalLM as A\n"
+        f"m = A.from_pretrained({str(out)!r}).eval(); x = torch.tensor([{ids!r}])\n"
+        "w = [layer.mlp.up_proj.weight for layer in m.model.layers]\n"
+        "print(json.dumps({'logits': m(x).logits.flatten().tolist(), 'sp': [float((t == 0).float().mean()) for t in w]}))"
     )
-    res = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code],
-            capture_output=True,
-            text=True,
-            check=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    assert not res["hf_lite"]
+    assert not res["hf_lite_imported"]
     assert torch.allclose(torch.tensor(res["logits"]), expected.flatten(), atol=1e-5)
     assert res["sp"] == pytest.approx([0.6, 0.6], abs=1e-3)
     assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors"]

@@ -1,13 +1,10 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import tiny_bert, training_args
+from conftest import lite, run_fresh, tiny_bert
 
-from hf_lite import LiteTrainer, RecipeError
+from hf_lite import RecipeError
 from hf_lite.core.targets import find_linear_targets
 from hf_lite.quantization import int_fake_quant, int_qparams, nf4_fake_quant, quantize_dequantize
 
@@ -79,9 +76,7 @@ def test_nf4_grid_matches_bitsandbytes():
 )
 def test_qat_trains_and_converts_onto_grid(tmp_path, tiny_dataset, qat):
     recipe = [{"type": "qat", **qat}]
-    trainer = LiteTrainer(
-        model=tiny_bert(), args=training_args(tmp_path, max_steps=5), train_dataset=tiny_dataset, recipe=recipe
-    )
+    trainer = lite(tmp_path, tiny_dataset, recipe, train=False, max_steps=5)
     before = trainer.model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
     trainer.train()
     model = trainer.final_model
@@ -103,10 +98,7 @@ def test_qat_with_pruning_keeps_zeros(tmp_path, tiny_dataset):
         {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0, "end": 2, "update_every": 1},
         {"type": "qat", "bits": 4, "group_size": 16, "symmetric": False},
     ]
-    trainer = LiteTrainer(
-        model=tiny_bert(), args=training_args(tmp_path, max_steps=4), train_dataset=tiny_dataset, recipe=recipe
-    )
-    trainer.train()
+    trainer = lite(tmp_path, tiny_dataset, recipe, max_steps=4)
     masks = trainer.session.modifiers[0].masks
     for name, m in find_linear_targets(trainer.final_model).items():
         assert torch.equal(m.weight[masks[name] == 0], torch.zeros_like(m.weight[masks[name] == 0]))
@@ -114,32 +106,16 @@ def test_qat_with_pruning_keeps_zeros(tmp_path, tiny_dataset):
 
 def test_bad_settings_fail_before_training(tmp_path, tiny_dataset):
     with pytest.raises(RecipeError, match="bits: got 3"):
-        LiteTrainer(
-            model=tiny_bert(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "qat", "bits": 3}],
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "qat", "bits": 3}], train=False)
     with pytest.raises(RecipeError, match="does not divide in_features 32"):
-        LiteTrainer(
-            model=tiny_bert(),
-            args=training_args(tmp_path),
-            train_dataset=tiny_dataset,
-            recipe=[{"type": "qat", "group_size": 24}],
-        )
+        lite(tmp_path, tiny_dataset, [{"type": "qat", "group_size": 24}], train=False)
 
 
 def test_resume_equals_uninterrupted(tmp_path, tiny_dataset):
     recipe = [{"type": "qat", "bits": 4, "group_size": 16, "observer": "ema", "freeze_observers_at": 4}]
 
     def run(sub, resume=None, **kw):
-        t = LiteTrainer(
-            model=tiny_bert(dropout=0.0),
-            args=training_args(tmp_path / sub, max_steps=7, **kw),
-            train_dataset=tiny_dataset,
-            recipe=recipe,
-        )
-        t.train(resume_from_checkpoint=resume)
+        t = lite(tmp_path / sub, tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=7, **kw, resume=resume)
         return t.final_model
 
     full = run("a")
@@ -150,22 +126,10 @@ def test_resume_equals_uninterrupted(tmp_path, tiny_dataset):
 
 
 def test_ptq_rtn_and_dynamic_int8(tmp_path, tiny_dataset):
-    t = LiteTrainer(
-        model=tiny_bert(),
-        args=training_args(tmp_path, max_steps=1),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "ptq", "method": "rtn", "bits": 4, "group_size": 16}],
-    )
-    t.train()
+    t = lite(tmp_path, tiny_dataset, [{"type": "ptq", "method": "rtn", "bits": 4, "group_size": 16}], max_steps=1)
     w = t.final_model.bert.encoder.layer[1].output.dense.weight
     assert torch.allclose(quantize_dequantize(w, 4, 16, True), w, atol=1e-6)
-    t = LiteTrainer(
-        model=tiny_bert(),
-        args=training_args(tmp_path, max_steps=1),
-        train_dataset=tiny_dataset,
-        recipe=[{"type": "ptq", "method": "dynamic_int8"}],
-    )
-    t.train()
+    t = lite(tmp_path, tiny_dataset, [{"type": "ptq", "method": "dynamic_int8"}], max_steps=1)
     assert "quantized.dynamic" in type(t.final_model.bert.encoder.layer[0].attention.self.query).__module__
 
 
@@ -178,13 +142,7 @@ def test_bnb_export_reloads_in_fresh_process(tmp_path, tiny_dataset, bits):
     pytest.importorskip("bitsandbytes")
     recipe = [{"type": "qat", "bits": 4, "grid": "nf4"}] if bits == 4 else []
     recipe.append({"type": "bnb", "bits": bits})
-    t = LiteTrainer(
-        model=tiny_bert(dropout=0.0),
-        args=training_args(tmp_path, max_steps=3),
-        train_dataset=tiny_dataset,
-        recipe=recipe,
-    )
-    t.train()
+    t = lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=3)
     model = t.final_model.eval()
     x = torch.tensor([tiny_dataset[0]["input_ids"]])
     with torch.no_grad():
@@ -202,11 +160,8 @@ def test_bnb_export_reloads_in_fresh_process(tmp_path, tiny_dataset, bits):
         "print(json.dumps({'logits': m(input_ids=x).logits.flatten().tolist(), 'cls': type(q).__name__,"
         " 'w': None if w is None else w.flatten().tolist(), 'head': type(m.classifier).__name__}))"
     )
-    res = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    assert res.returncode == 0, res.stderr[-2000:]
-    got = json.loads(res.stdout.strip().splitlines()[-1])
+    got = run_fresh(code)
+    assert not got["hf_lite_imported"]
     assert got["cls"] == ("Linear4bit" if bits == 4 else "Linear8bitLt")
     assert got["head"] == "Linear"  # the task head stays in full precision
     assert torch.allclose(torch.tensor(got["logits"]), expected.flatten(), atol=BNB_LOGIT_TOL if bits == 4 else 0.05)
