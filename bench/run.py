@@ -34,7 +34,13 @@ SST2_BASE = {
     "version": 1,
     "model": {"name_or_path": "minilm-l6", "task": "sequence-classification", "num_labels": 2},
     "data": {"train": f"{SST2}/train.tsv", "eval": f"{SST2}/test.tsv", "max_length": 64, "max_train_samples": 8000},
-    "training": {"num_train_epochs": 1, "learning_rate": 5e-5, "per_device_train_batch_size": 32, "seed": 0, "logging_steps": 50},
+    "training": {
+        "num_train_epochs": 1,
+        "learning_rate": 5e-5,
+        "per_device_train_batch_size": 32,
+        "seed": 0,
+        "logging_steps": 50,
+    },
     "modifiers": [],
 }
 
@@ -60,10 +66,19 @@ def save(name: str, data: dict) -> None:
     from hf_lite.api import versions
 
     os.makedirs(RESULTS, exist_ok=True)
-    data = {"name": name, "command": " ".join(sys.argv), "commit": commit(), "versions": versions(), "machine": machine(), **data}
+    data = {
+        "name": name,
+        "command": " ".join(sys.argv),
+        "commit": commit(),
+        "versions": versions(),
+        "machine": machine(),
+        **data,
+    }
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
         json.dump(data, f, indent=2, default=str)
-    print(f"[bench] {name}: {json.dumps({k: v for k, v in data.items() if k in ('accuracy', 'recovery', 'ratio', 'ppl')})}")
+    print(
+        f"[bench] {name}: {json.dumps({k: v for k, v in data.items() if k in ('accuracy', 'recovery', 'ratio', 'ppl')})}"
+    )
 
 
 def latency(model, batch: int, seq: int = 128, runs: int = 20) -> float:
@@ -115,9 +130,21 @@ def sst2_row(name: str, modifiers: list, dense_acc: float | None = None, **overr
 def section_pruning() -> None:
     torch.set_num_threads(2)
     dense = sst2_row("dense", [])
-    sst2_row("gmp80", [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.05, "end": 0.7, "update_every": 10}], dense["accuracy"])
-    sst2_row("gmp50", [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.05, "end": 0.7, "update_every": 10}], dense["accuracy"])
-    sst2_row("nm24", [{"type": "magnitude_pruning", "pattern": "2:4", "start": 0.05, "end": 0.3, "update_every": 10}], dense["accuracy"])
+    sst2_row(
+        "gmp80",
+        [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.05, "end": 0.7, "update_every": 10}],
+        dense["accuracy"],
+    )
+    sst2_row(
+        "gmp50",
+        [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.05, "end": 0.7, "update_every": 10}],
+        dense["accuracy"],
+    )
+    sst2_row(
+        "nm24",
+        [{"type": "magnitude_pruning", "pattern": "2:4", "start": 0.05, "end": 0.3, "update_every": 10}],
+        dense["accuracy"],
+    )
 
 
 def section_overhead(steps: int = 30) -> None:
@@ -136,7 +163,9 @@ def section_overhead(steps: int = 30) -> None:
     ds = datasets.Dataset.from_dict(dict(enc))
     variants = {
         "plain": None,
-        "magnitude_pruning": [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0, "end": 0.7, "update_every": 10}],
+        "magnitude_pruning": [
+            {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0, "end": 0.7, "update_every": 10}
+        ],
     }
     extra = os.environ.get("BENCH_OVERHEAD_EXTRA")
     if extra:
@@ -144,30 +173,176 @@ def section_overhead(steps: int = 30) -> None:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(3):  # interleave repeats: the machine is noisy
         for name, recipe in variants.items():
-            args = TrainingArguments(output_dir=os.path.join(OUT, "overhead"), max_steps=steps, per_device_train_batch_size=32,
-                                     report_to="none", save_strategy="no", use_cpu=True, disable_tqdm=True, logging_steps=1000)
+            args = TrainingArguments(
+                output_dir=os.path.join(OUT, "overhead"),
+                max_steps=steps,
+                per_device_train_batch_size=32,
+                report_to="none",
+                save_strategy="no",
+                use_cpu=True,
+                disable_tqdm=True,
+                logging_steps=1000,
+            )
             model = load_model("minilm-l6", num_labels=2)
-            trainer = (Trainer(model=model, args=args, train_dataset=ds) if recipe is None
-                       else LiteTrainer(model=model, args=args, train_dataset=ds, recipe=recipe))
+            trainer = (
+                Trainer(model=model, args=args, train_dataset=ds)
+                if recipe is None
+                else LiteTrainer(model=model, args=args, train_dataset=ds, recipe=recipe)
+            )
             t = time.perf_counter()
             trainer.train()
             times[name].append((time.perf_counter() - t) / steps)
     base = statistics.median(times["plain"])
     for name, ts in times.items():
         if name != "plain":
-            save(f"overhead_{name}", {"step_s": statistics.median(ts), "plain_step_s": base, "ratio": statistics.median(ts) / base, "all_s": ts})
+            save(
+                f"overhead_{name}",
+                {
+                    "step_s": statistics.median(ts),
+                    "plain_step_s": base,
+                    "ratio": statistics.median(ts) / base,
+                    "all_s": ts,
+                },
+            )
 
 
-SECTIONS = {"pruning": section_pruning, "overhead": section_overhead}
+SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
+ONESHOT_METHODS = {
+    "dense": None,
+    "magnitude50": {"type": "magnitude", "sparsity": 0.5},
+    "wanda50": {"type": "wanda", "sparsity": 0.5},
+    "sparsegpt50": {"type": "sparsegpt", "sparsity": 0.5},
+    "magnitude24": {"type": "magnitude", "pattern": "2:4"},
+    "wanda24": {"type": "wanda", "pattern": "2:4"},
+    "sparsegpt24": {"type": "sparsegpt", "pattern": "2:4"},
+    "rtn_g64": {"type": "rtn", "bits": 4, "group_size": 64, "symmetric": True},
+    "gptq_g64": {"type": "gptq", "bits": 4, "group_size": 64, "symmetric": True},
+    "rtn_g64_asym": {"type": "rtn", "bits": 4, "group_size": 64, "symmetric": False},
+    "gptq_g64_asym_actorder": {"type": "gptq", "bits": 4, "group_size": 64, "symmetric": False, "act_order": True},
+    "gptq_g128": {"type": "gptq", "bits": 4, "group_size": 128},
+}
+
+
+def section_oneshot(methods: list[str] | None = None) -> None:
+    """SmolLM2-135M one-shot methods; calibration 32 x 256 tiny-shakespeare tokens, ppl on 32 x 512 WikiText-2 tokens."""
+    from hf_lite.core.settings import RecipeError
+    from hf_lite.models import load_model, load_tokenizer
+    from hf_lite.oneshot import apply_recipe_
+    from hf_lite.oneshot.apply import calibration_token_chunks
+    from hf_lite.oneshot.evaluate import generation_sample, perplexity, text_windows
+    from hf_lite.report import model_report
+
+    torch.set_num_threads(2)
+    tok = load_tokenizer("smollm2-135m")
+    cal = calibration_token_chunks(open(f"{SHARED}/tiny_shakespeare/input.txt").read(), tok, 32, 256)
+    windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
+    path = os.path.join(RESULTS, "oneshot_smollm2.json")
+    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    for name in methods or list(ONESHOT_METHODS):
+        spec = ONESHOT_METHODS[name]
+        model = load_model("smollm2-135m", "causal-lm")
+        load = os.getloadavg()
+        t = time.perf_counter()
+        try:
+            timings = apply_recipe_(model, {"modifiers": [spec]}, cal).timings if spec else {}
+        except RecipeError as e:
+            rows[name] = {"modifier": spec, "error": str(e)}
+            print(f"[bench] {name}: {e}")
+            continue
+        wall = time.perf_counter() - t
+        t = time.perf_counter()
+        ppl = perplexity(model, windows)
+        report = model_report(model)
+        rows[name] = {
+            "modifier": spec,
+            "ppl": ppl,
+            "compress_s": round(wall, 1) if spec else None,
+            "phases_s": timings,
+            "eval_s": round(time.perf_counter() - t, 1),
+            "sparsity": report["sparsity"],
+            "bits": report["bits"],
+            "loadavg_before": load,
+            "sample": generation_sample(model, tok, "The history of the city begins", 24),
+        }
+        print(f"[bench] {name}: ppl {ppl:.2f}, compress {wall:.1f} s, sparsity {report['sparsity']:.3f}")
+        save(
+            "oneshot_smollm2",
+            {
+                "protocol": "BENCH-PROTOCOL causal-LM: calibration tiny_shakespeare 32x256 from token 0; "
+                "WikiText-2 test first 16,384 tokens as 32 x 512 windows",
+                "rows": rows,
+            },
+        )
+
+
+PEER_METHODS = {  # llm-compressor method -> our equivalent row in ONESHOT_METHODS
+    "wanda50": "wanda50",
+    "sparsegpt50": "sparsegpt50",
+    "sparsegpt24": "sparsegpt24",
+    "rtn_g64": "rtn_g64",
+    "gptq_g64": "gptq_g64",
+}
+
+
+def section_peers(methods: list[str] | None = None) -> None:
+    """Ours and llm-compressor's, method by method in one run (LC_PYTHON: a python with llmcompressor)."""
+    from hf_lite.models import resolve_model_path
+
+    lc_python = os.environ.get("LC_PYTHON", os.path.join(os.path.dirname(REPO), "lc-venv", "bin", "python"))
+    if not os.path.exists(lc_python):
+        print(
+            f"[bench] peers: {lc_python} is absent; create a venv with `pip install torch==2.13.0 llmcompressor` and set LC_PYTHON"
+        )
+        return
+    model_dir = resolve_model_path("smollm2-135m")
+    path = os.path.join(RESULTS, "oneshot_vs_llmcompressor.json")
+    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    for name in methods or list(PEER_METHODS):
+        section_oneshot([PEER_METHODS[name]])
+        ours = json.load(open(os.path.join(RESULTS, "oneshot_smollm2.json")))["rows"][PEER_METHODS[name]]
+        load = os.getloadavg()
+        res = subprocess.run(
+            [lc_python, os.path.join(HERE, "peers", "llmcompressor_oneshot.py"), model_dir, SHARED, name],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            theirs = json.loads(res.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            theirs = {"error": res.stderr[-2000:]}
+        theirs["loadavg_before"] = load
+        rows[name] = {
+            "hf_lite": {k: ours.get(k) for k in ("ppl", "compress_s", "sparsity", "loadavg_before")},
+            "llmcompressor": theirs,
+            "time_ratio_theirs_over_ours": (theirs["compress_s"] / ours["compress_s"])
+            if theirs.get("compress_s") and ours.get("compress_s")
+            else None,
+        }
+        print(
+            f"[bench] peers {name}: ours {ours.get('ppl')} in {ours.get('compress_s')} s; llm-compressor {theirs.get('ppl')} in {theirs.get('compress_s')} s"
+        )
+        save("oneshot_vs_llmcompressor", {"peer": "llmcompressor (see versions in its venv)", "rows": rows})
+
+
+SECTIONS = {
+    "pruning": section_pruning,
+    "overhead": section_overhead,
+    "oneshot": section_oneshot,
+    "peers": section_peers,
+}
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--section", default="all", choices=["all", *SECTIONS])
+    p.add_argument(
+        "--methods", nargs="*", help=f"oneshot: a subset of {list(ONESHOT_METHODS)}; peers: of {list(PEER_METHODS)}"
+    )
     a = p.parse_args()
     for name, fn in SECTIONS.items():
         if a.section in ("all", name):
-            fn()
+            fn(a.methods) if name in ("oneshot", "peers") else fn()
 
 
 if __name__ == "__main__":

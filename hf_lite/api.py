@@ -15,6 +15,8 @@ from .core.recipe import Recipe, load_recipe
 from .core.session import CompressionSession
 
 logger = logging.getLogger(__name__)
+#: causal-LM reports end with a greedy continuation of this prompt (a quick look at what compression did)
+SAMPLE_PROMPT = "The history of the city begins"
 
 
 def prepare_model(model: nn.Module, recipe: Any) -> tuple[nn.Module, CompressionSession]:
@@ -172,6 +174,13 @@ def run_recipe(
         "versions": versions(),
         "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
     }
+    if causal and hasattr(final, "generate"):
+        from .oneshot.evaluate import generation_sample
+
+        report["generation_sample"] = {
+            "prompt": SAMPLE_PROMPT,
+            "greedy": generation_sample(final, tokenizer, SAMPLE_PROMPT),
+        }
     write_json(os.path.join(out, "report.json"), report)
     from .card import write_model_card
 

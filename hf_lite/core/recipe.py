@@ -113,8 +113,12 @@ class CalibrationSettings(Settings):
     sampling: Literal["sequential", "random"] = "sequential"
     #: random seed for ``random`` sampling
     seed: int = 0
+    #: sequences per forward pass while collecting statistics (memory vs speed)
+    batch_size: int = 8
 
     def validate(self) -> None:
+        if self.batch_size < 1:
+            self.fail("batch_size", "must be >= 1")
         if self.samples < 1:
             self.fail("samples", "must be >= 1")
         if self.seq_len < 8:

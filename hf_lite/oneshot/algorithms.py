@@ -1,0 +1,224 @@
+"""One-shot compression of a single Linear weight, given statistics of its calibration inputs.
+
+Pure functions on tensors (no modules, no hooks), so each is tested on its own:
+
+- :func:`magnitude_mask` - keep the largest |W| (per layer, or N:M).
+- :func:`wanda_mask` - Wanda (Sun et al. 2023): score |W_ij| * ||X_j||_2, pruned per output row.
+- :func:`sparsegpt_` - SparseGPT (Frantar & Alistarh 2023): prune column by column and correct the
+  not-yet-visited columns with the inverse Hessian of the layer's inputs (H = 2 X^T X / n).
+- :func:`gptq_` - GPTQ (Frantar et al. 2022): the same error feedback, rounding onto an int grid.
+- :func:`rtn` - round-to-nearest onto the same grid (the baseline GPTQ must beat).
+
+Weights are ``(out_features, in_features)``; every function works in float32 and returns new tensors.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..pruning.masks import nm_mask
+
+
+# -- pruning masks ---------------------------------------------------------------------------------
+def _row_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None) -> torch.Tensor:
+    """Prune the lowest scores of every row (exactly ``round(sparsity * cols)`` per row) or N:M groups."""
+    if nm is not None:
+        return nm_mask(scores, *nm)
+    k = int(round(sparsity * scores.shape[1]))
+    mask = torch.ones_like(scores)
+    if k > 0:
+        mask.scatter_(1, torch.topk(scores, k, dim=1, largest=False).indices, 0.0)
+    return mask
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None) -> torch.Tensor:
+    """The naive baseline: keep the largest |W| over the whole layer (or per N:M group)."""
+    scores = weight.detach().float().abs()
+    if nm is not None:
+        return nm_mask(scores, *nm)
+    k = int(round(sparsity * scores.numel()))
+    mask = torch.ones_like(scores)
+    if k > 0:
+        mask.view(-1)[torch.topk(scores.view(-1), k, largest=False).indices] = 0.0
+    return mask
+
+
+def wanda_mask(
+    weight: torch.Tensor, input_sq_norms: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Wanda: |W_ij| * ||X_j||, compared within each output row (the paper's best grouping)."""
+    scores = weight.detach().float().abs() * input_sq_norms.float().clamp(min=0).sqrt().unsqueeze(0)
+    return _row_mask(scores, sparsity, nm)
+
+
+# -- inverse Hessian shared by SparseGPT and GPTQ -------------------------------------------------------
+def _prepare(weight: torch.Tensor, hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float copies; dead inputs (never active in calibration) get weight 0 and a unit diagonal."""
+    w = weight.detach().float().clone()
+    h = hessian.detach().float().clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    return w, h
+
+
+def _upper_inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """Upper Cholesky factor of (H + damp * mean(diag H) * I)^-1; damping grows until H is positive definite."""
+    eye = torch.eye(h.shape[0], dtype=h.dtype, device=h.device)
+    mean_diag = torch.diag(h).mean()
+    for attempt in range(6):
+        try:
+            lower = torch.linalg.cholesky(h + (damp * 10**attempt) * mean_diag * eye)
+            inv = torch.cholesky_inverse(lower)
+            return torch.linalg.cholesky(inv, upper=True)
+        except torch.linalg.LinAlgError:
+            continue
+    raise RuntimeError("the calibration Hessian stays singular even with 1e5x damping; use more calibration samples")
+
+
+def sparsegpt_(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    sparsity: float,
+    nm: tuple[int, int] | None = None,
+    block_size: int = 128,
+    damp: float = 0.01,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseGPT: (pruned weight, mask). Within each block of ``block_size`` columns the mask keeps
+    the weights with the largest w^2 / [H^-1]_jj^2 (exactly ``round(sparsity * numel)`` pruned per
+    block), then each column's pruning error is pushed onto the later columns."""
+    w, h = _prepare(weight, hessian, damp)
+    hinv = _upper_inverse_cholesky(h, damp)
+    rows, cols = w.shape
+    mask = torch.ones_like(w)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        w1 = w[:, i1:i2].clone()
+        hinv1 = hinv[i1:i2, i1:i2]
+        err1 = torch.zeros_like(w1)
+        mask1 = torch.ones_like(w1)
+        if nm is None:
+            scores = w1**2 / torch.diag(hinv1).unsqueeze(0) ** 2
+            k = int(round(sparsity * scores.numel()))
+            if k > 0:
+                mask1.view(-1)[torch.topk(scores.reshape(-1), k, largest=False).indices] = 0.0
+        n, m = nm or (0, 0)
+        for i in range(i2 - i1):
+            if nm is not None and i % m == 0:  # choose the N:M group from the already-updated weights
+                group = w1[:, i : i + m] ** 2 / torch.diag(hinv1)[i : i + m].unsqueeze(0) ** 2
+                drop = torch.topk(group, m - n, dim=1, largest=False).indices
+                mask1[:, i : i + m].scatter_(1, drop, 0.0)
+            col = w1[:, i]
+            d = hinv1[i, i]
+            q = col * mask1[:, i]
+            e = (col - q) / d
+            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            w1[:, i] = q
+            err1[:, i] = e
+        w[:, i1:i2] = w1
+        mask[:, i1:i2] = mask1
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    return w * mask, mask
+
+
+# -- integer grids ----------------------------------------------------------------------------------
+def grid_params(w: torch.Tensor, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, zero) per row of ``w`` (rows x group) from min/max; zero is always exactly representable."""
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        scale = w.abs().amax(1).clamp(min=1e-8) / qmax
+        return scale, torch.zeros_like(scale)
+    lo = w.amin(1).clamp(max=0)
+    hi = w.amax(1).clamp(min=0)
+    scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)
+    return scale, (-lo / scale).round()
+
+
+def to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int, symmetric: bool) -> torch.Tensor:
+    """Round ``w`` (rows,) or (rows, k) onto the grid given per-row ``scale``/``zero``; returns dequantized values."""
+    if w.dim() == 2:
+        scale, zero = scale.unsqueeze(1), zero.unsqueeze(1)
+    if symmetric:
+        qmin, qmax = -(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1
+    else:
+        qmin, qmax = 0, 2**bits - 1
+    q = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
+    return (q - zero) * scale
+
+
+def _groups(cols: int, group_size: int | None) -> list[tuple[int, int]]:
+    g = group_size or cols
+    return [(s, s + g) for s in range(0, cols, g)]
+
+
+def rtn(
+    weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Round-to-nearest: (quantized weight, scales, zeros), scales/zeros shaped (rows, groups)."""
+    w = weight.detach().float()
+    out = torch.empty_like(w)
+    scales, zeros = [], []
+    for a, b in _groups(w.shape[1], group_size):
+        s, z = grid_params(w[:, a:b], bits, symmetric)
+        out[:, a:b] = to_grid(w[:, a:b], s, z, bits, symmetric)
+        scales.append(s)
+        zeros.append(z)
+    return out, torch.stack(scales, 1), torch.stack(zeros, 1)
+
+
+def gptq_(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    act_order: bool = False,
+    damp: float = 0.01,
+    block_size: int = 128,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GPTQ: (quantized weight, scales, zeros). Zeros already in the weight (a pruned model) stay zero.
+
+    Group parameters come from the weights as updated when the group is reached. With ``act_order``
+    columns are visited by decreasing Hessian diagonal and the groups are fixed up front on the
+    original column order ("static groups"), so the saved weights keep a plain per-group grid.
+    """
+    w, h = _prepare(weight, hessian, damp)
+    keep = (weight.detach() != 0).float() if bool((weight == 0).any()) else None
+    rows, cols = w.shape
+    groups = _groups(cols, group_size)
+    gsize = group_size or cols
+    scales = torch.zeros(rows, len(groups))
+    zeros = torch.zeros(rows, len(groups))
+    if act_order:
+        for gi, (a, b) in enumerate(groups):
+            scales[:, gi], zeros[:, gi] = grid_params(w[:, a:b], bits, symmetric)
+        perm = torch.argsort(torch.diag(h), descending=True)
+    else:
+        perm = torch.arange(cols)
+    w, h = w[:, perm], h[perm][:, perm]
+    keep_p = keep[:, perm] if keep is not None else None
+    hinv = _upper_inverse_cholesky(h, damp)
+    q_all = torch.zeros_like(w)
+    for i1 in range(0, cols, block_size):
+        i2 = min(i1 + block_size, cols)
+        w1 = w[:, i1:i2].clone()
+        hinv1 = hinv[i1:i2, i1:i2]
+        err1 = torch.zeros_like(w1)
+        for i in range(i2 - i1):
+            col_index = int(perm[i1 + i])
+            gi = col_index // gsize
+            if not act_order and col_index % gsize == 0:  # first column of a group: fix its grid now
+                a, b = groups[gi]
+                span = torch.cat([w1[:, i:], w[:, i2:]], 1)[:, : b - a]
+                scales[:, gi], zeros[:, gi] = grid_params(span, bits, symmetric)
+            col = w1[:, i]
+            q = to_grid(col, scales[:, gi], zeros[:, gi], bits, symmetric)
+            if keep_p is not None:
+                q = q * keep_p[:, i1 + i]
+            e = (col - q) / hinv1[i, i]
+            w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
+            q_all[:, i1 + i] = q
+            err1[:, i] = e
+        w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+    inverse = torch.argsort(perm)
+    return q_all[:, inverse], scales, zeros

@@ -1,0 +1,324 @@
+"""One-shot modifiers for LLMs: ``magnitude``, ``wanda``, ``sparsegpt`` (pruning), ``rtn``, ``gptq`` (int4/int8).
+
+They run once, block by block, before any training (``hf_lite.oneshot.apply_recipe_`` or
+``hf-lite run``). Afterwards they keep acting as ordinary modifiers during an optional recovery
+fine-tune: the sparse ones hold their masks (pruned weights stay exactly zero), the quantizers snap the
+weights back onto their grid at finalize.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..core.modifier import Context, register_modifier
+from ..core.settings import RecipeError, Settings
+from ..core.targets import find_linear_targets
+from ..pruning.base import MaskedModifier, base_weight
+from ..pruning.masks import parse_pattern
+from ..pruning.modifiers import _check_pattern
+from . import algorithms as alg
+
+GRID_FILE = "quantization_grid.safetensors"
+
+
+# -- settings ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class OneShotPruningSettings(Settings):
+    """Shared by ``magnitude``, ``wanda`` and ``sparsegpt``."""
+
+    #: fraction of weights set to zero in every target layer, in [0, 1); ignored for N:M patterns
+    sparsity: float = 0.5
+    #: ``unstructured`` or ``"N:M"`` (keep N of every M consecutive input weights, e.g. ``"2:4"``)
+    pattern: str = "unstructured"
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    #: (embeddings and ``lm_head`` are never touched by default)
+    targets: list[str] | None = None
+    #: modules to leave dense (same forms as ``targets``)
+    ignore: list[str] | None = None
+
+    def validate(self) -> None:
+        if not 0.0 <= self.sparsity < 1.0:
+            self.fail("sparsity", "must be in [0, 1): 0.5 prunes half of every layer")
+        _check_pattern(self)
+
+
+@dataclasses.dataclass
+class SparseGPTSettings(OneShotPruningSettings):
+    """SparseGPT: pruning with second-order error correction."""
+
+    #: columns processed per lazy-update block (the paper uses 128)
+    block_size: int = 128
+    #: Hessian dampening, as a fraction of its mean diagonal
+    damp: float = 0.01
+
+    def validate(self) -> None:
+        super().validate()
+        _check_solver(self)
+
+
+@dataclasses.dataclass
+class RTNSettings(Settings):
+    """Round-to-nearest weight-only quantization (the baseline for ``gptq``)."""
+
+    #: weight bits: 4 or 8
+    bits: int = 4
+    #: input weights per scale; null = one scale per output channel. Must divide every target's
+    #: in_features (SmolLM2-135M: 64 divides all layers, 128 does not divide 576)
+    group_size: int | None = 128
+    #: symmetric grid (zero point 0) or asymmetric (min/max with an integer zero point)
+    symmetric: bool = True
+    #: module-name suffixes or ``re:`` regexes; default: every Linear in the transformer blocks
+    targets: list[str] | None = None
+    #: modules kept in float
+    ignore: list[str] | None = None
+
+    def validate(self) -> None:
+        if self.bits not in (4, 8):
+            self.fail("bits", "supported: 4 or 8")
+        if self.group_size is not None and self.group_size < 2:
+            self.fail("group_size", "must be >= 2 or null (per output channel)")
+
+
+@dataclasses.dataclass
+class GPTQSettings(RTNSettings):
+    """GPTQ: weight-only quantization with second-order error correction."""
+
+    #: visit columns by decreasing Hessian diagonal (groups stay on the original column order)
+    act_order: bool = False
+    #: Hessian dampening, as a fraction of its mean diagonal
+    damp: float = 0.01
+    #: columns processed per lazy-update block
+    block_size: int = 128
+
+    def validate(self) -> None:
+        super().validate()
+        _check_solver(self)
+
+
+def _check_solver(s: Settings) -> None:
+    if s.block_size < 1:
+        s.fail("block_size", "must be >= 1 (128 is the usual choice)")
+    if not 0.0 < s.damp < 1.0:
+        s.fail("damp", "must be in (0, 1); 0.01 is the usual choice")
+
+
+# -- modifiers --------------------------------------------------------------------------------------
+class OneShotModifier(MaskedModifier):
+    """Base: target selection and checks at initialize; ``compress`` is called once per target Linear."""
+
+    #: one-shot modifiers run through hf_lite.oneshot before training
+    one_shot: ClassVar[bool] = True
+    #: the calibration statistic ``compress`` needs: ``hessian``, ``sq_norms`` or None (data-free)
+    statistic: ClassVar[str | None] = None
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.applied = False
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        s = self.settings
+        self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
+        for name, module in self.modules.items():
+            w = base_weight(module)
+            if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):
+                raise RecipeError(f"{self.type_name}: {name} holds {w.dtype} weights; load the model in float")
+            self.check_layer(name, w.shape[1])
+        return model
+
+    def check_layer(self, name: str, in_features: int) -> None:
+        pass
+
+    def compress(self, name: str, module: nn.Module, stat: torch.Tensor | None) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "applied": int(self.applied)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.applied = bool(state.get("applied", self.applied))
+
+
+class _OneShotPruning(OneShotModifier):
+    settings_cls = OneShotPruningSettings
+
+    def check_layer(self, name: str, in_features: int) -> None:
+        nm = parse_pattern(self.settings.pattern)
+        if nm is not None and in_features % nm[1]:
+            raise RecipeError(
+                f"{self.type_name}: pattern {self.settings.pattern} needs in_features divisible by {nm[1]}; "
+                f"{name} has {in_features} (add it to ignore)"
+            )
+
+    @property
+    def nm(self) -> tuple[int, int] | None:
+        return parse_pattern(self.settings.pattern)
+
+    @torch.no_grad()
+    def _install(self, name: str, module: nn.Module, new_weight: torch.Tensor, mask: torch.Tensor) -> None:
+        w = base_weight(module)
+        w.copy_(new_weight.to(w.dtype))
+        self.set_masks({name: mask})
+
+
+@register_modifier("magnitude")
+class MagnitudeOneShotModifier(_OneShotPruning):
+    """Naive baseline: zero the smallest |W| of each layer (data-free)."""
+
+    def compress(self, name, module, stat) -> None:
+        w = base_weight(module)
+        mask = alg.magnitude_mask(w, self.settings.sparsity, self.nm)
+        self._install(name, module, w.float() * mask, mask)
+
+
+@register_modifier("wanda")
+class WandaModifier(_OneShotPruning):
+    """Wanda: |W| times the input activation norm, per output row; no weight update."""
+
+    statistic = "sq_norms"
+
+    def compress(self, name, module, stat) -> None:
+        w = base_weight(module)
+        mask = alg.wanda_mask(w, stat, self.settings.sparsity, self.nm)
+        self._install(name, module, w.float() * mask, mask)
+
+
+@register_modifier("sparsegpt")
+class SparseGPTModifier(_OneShotPruning):
+    """SparseGPT: OBS-style pruning with the remaining weights updated to compensate."""
+
+    settings_cls = SparseGPTSettings
+    statistic = "hessian"
+
+    def compress(self, name, module, stat) -> None:
+        s = self.settings
+        new, mask = alg.sparsegpt_(base_weight(module), stat, s.sparsity, self.nm, s.block_size, s.damp)
+        self._install(name, module, new, mask)
+
+
+class _WeightQuantizer(OneShotModifier):
+    """Weight-only int quantization; grids (scales, zeros) are kept, checkpointed and exported."""
+
+    settings_cls = RTNSettings
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.scales: dict[str, torch.Tensor] = {}
+        self.zeros: dict[str, torch.Tensor] = {}
+
+    def check_layer(self, name: str, in_features: int) -> None:
+        g = self.settings.group_size
+        if g and in_features % g:
+            divisors = [d for d in (32, 64, 128, 256) if in_features % d == 0]
+            raise RecipeError(
+                f"{self.type_name}: group_size {g} does not divide in_features {in_features} of {name}; "
+                f"use a divisor such as {divisors or [in_features]} (or null for per-channel scales)"
+            )
+
+    @torch.no_grad()
+    def _install(self, name: str, module: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
+        w = base_weight(module)
+        w.copy_(q.to(w.dtype))
+        self.scales[name], self.zeros[name] = scales, zeros
+
+    @torch.no_grad()
+    def snap(self) -> None:
+        """Round every weight back onto its saved grid (after recovery training moved it)."""
+        s = self.settings
+        for name, module in self.modules.items():
+            if name not in self.scales:
+                continue
+            w = base_weight(module)
+            g = s.group_size or w.shape[1]
+            for gi, a in enumerate(range(0, w.shape[1], g)):
+                snapped = alg.to_grid(
+                    w[:, a : a + g].float(), self.scales[name][:, gi], self.zeros[name][:, gi], s.bits, s.symmetric
+                )
+                w[:, a : a + g] = snapped.to(w.dtype)
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        self.snap()
+        return super().finalize(model, ctx)
+
+    def stats(self) -> dict[str, float]:
+        return {"bits": float(self.settings.bits)} if self.scales else {}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        for n in self.scales:
+            state[f"scale.{n}"] = self.scales[n]
+            state[f"zero.{n}"] = self.zeros[n]
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for k, v in state.items():
+            if k.startswith("scale."):
+                self.scales[k[len("scale.") :]] = v.float()
+            elif k.startswith("zero."):
+                self.zeros[k[len("zero.") :]] = v.float()
+
+    def grid_metadata(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "format": "hf_lite weight grid: W = (q - zero) * scale per group of in_features",
+            "method": self.type_name,
+            "bits": str(s.bits),
+            "group_size": json.dumps(s.group_size),
+            "symmetric": json.dumps(s.symmetric),
+        }
+
+    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
+        """Plain safetensors (weights exactly on the grid) plus the grid itself, for packing or checks."""
+        import os
+
+        from safetensors.torch import save_file
+
+        from ..export import save_model
+
+        save_model(model, folder, tokenizer)
+        tensors = {}
+        for n in self.scales:
+            tensors[f"{n}.scales"] = self.scales[n].contiguous()
+            tensors[f"{n}.zeros"] = self.zeros[n].contiguous()
+        save_file(tensors, os.path.join(folder, GRID_FILE), metadata=self.grid_metadata())
+
+
+@register_modifier("rtn")
+class RTNModifier(_WeightQuantizer):
+    """Round-to-nearest int4/int8 weights per group (data-free)."""
+
+    def compress(self, name, module, stat) -> None:
+        s = self.settings
+        q, scales, zeros = alg.rtn(base_weight(module), s.bits, s.group_size, s.symmetric)
+        self._install(name, module, q, scales, zeros)
+
+
+@register_modifier("gptq")
+class GPTQModifier(_WeightQuantizer):
+    """GPTQ int4/int8 weights with Hessian-based error feedback."""
+
+    settings_cls = GPTQSettings
+    statistic = "hessian"
+
+    def compress(self, name, module, stat) -> None:
+        s = self.settings
+        q, scales, zeros = alg.gptq_(
+            base_weight(module), stat, s.bits, s.group_size, s.symmetric, s.act_order, s.damp, s.block_size
+        )
+        self._install(name, module, q, scales, zeros)
+
+
+__all__ = [
+    "GPTQModifier",
+    "MagnitudeOneShotModifier",
+    "OneShotModifier",
+    "RTNModifier",
+    "SparseGPTModifier",
+    "WandaModifier",
+]

@@ -1,0 +1,166 @@
+"""Block-by-block one-shot compression.
+
+1. Run the calibration batches through the model up to the first transformer block and keep that
+   block's inputs (hidden states plus whatever else the model passes it: masks, rotary embeddings).
+2. For each block: run it with hooks on its target Linears to collect input statistics, compress
+   those Linears, then run the *compressed* block to produce the next block's inputs.
+
+Only one block's activations are alive at a time (samples x seq_len x hidden), so memory stays near
+the model's own size. Calibration runs in ``torch.no_grad`` with the model in eval mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..core.targets import BLOCK_PATTERN
+
+logger = logging.getLogger(__name__)
+
+
+def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The model's repeated transformer blocks: the largest ModuleList named like ``layers``/``layer``/``h``."""
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.ModuleList) and len(module) and BLOCK_PATTERN.search(f"{name}.0."):
+            if best is None or len(module) * sum(p.numel() for p in module[0].parameters()) > len(best[1]) * sum(
+                p.numel() for p in best[1][0].parameters()
+            ):
+                best = (name, module)
+    if best is None:
+        raise ValueError(
+            f"{type(model).__name__}: no list of transformer blocks found (expected a ModuleList named "
+            "layers/layer/h/blocks); one-shot methods need one"
+        )
+    return best
+
+
+class _Captured(Exception):
+    pass
+
+
+@torch.no_grad()
+def capture_block_inputs(
+    model: nn.Module, block: nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+) -> list[tuple[tuple, dict[str, Any]]]:
+    """(args, kwargs) of ``block``'s forward for every calibration batch; the rest of the model is skipped."""
+    captured: list[tuple[tuple, dict[str, Any]]] = []
+
+    def hook(_module, args, kwargs):
+        captured.append((args, dict(kwargs)))
+        raise _Captured
+
+    handle = block.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for batch in batches:
+            try:
+                model(**batch, use_cache=False)
+            except _Captured:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args: tuple, kwargs: dict, hidden: torch.Tensor) -> tuple[tuple, dict]:
+    if args:
+        return (hidden, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": hidden}
+
+
+def _block_output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+class InputStats:
+    """Forward hooks on Linears that accumulate what the algorithms need from their inputs:
+    ``hessian`` (X^T X, scaled to 2/n as in the GPTQ/SparseGPT papers) or ``sq_norms`` (sum of x_j^2)."""
+
+    def __init__(self, modules: dict[str, nn.Linear], kind: str):
+        self.kind = kind
+        self.sums: dict[str, torch.Tensor] = {}
+        self.rows: dict[str, int] = {}
+        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in modules.items()]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(_module, inputs, _output):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            s = x.t() @ x if self.kind == "hessian" else (x * x).sum(0)
+            self.sums[name] = self.sums[name] + s if name in self.sums else s
+            self.rows[name] = self.rows.get(name, 0) + x.shape[0]
+
+        return hook
+
+    def get(self, name: str) -> torch.Tensor:
+        if name not in self.sums:
+            raise RuntimeError(f"{name} saw no calibration input (is it used in the forward pass?)")
+        s = self.sums[name]
+        return s * (2.0 / self.rows[name]) if self.kind == "hessian" else s
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def run_sequential(
+    model: nn.Module,
+    steps: list[tuple[dict[str, nn.Linear], str | None, Callable[[str, nn.Linear, torch.Tensor | None], None]]],
+    batches: list[dict[str, torch.Tensor]],
+    progress: bool = True,
+) -> dict[str, float]:
+    """Compress block by block. ``steps`` are (modules, statistic kind or None, compress(name, module, stat)),
+    applied in order inside every block. Returns wall times per phase."""
+    was_training = model.training
+    model.eval()
+    blocks_name, blocks = decoder_blocks(model)
+    timings = {"capture_s": 0.0, "statistics_s": 0.0, "compress_s": 0.0, "propagate_s": 0.0}
+    t = time.perf_counter()
+    inputs = capture_block_inputs(model, blocks[0], batches)
+    timings["capture_s"] = time.perf_counter() - t
+    bar = _progress(len(blocks), progress)
+    try:
+        for index, block in enumerate(blocks):
+            prefix = f"{blocks_name}.{index}."
+            for modules, kind, compress in steps:
+                mine = {n: m for n, m in modules.items() if n.startswith(prefix)}
+                if not mine:
+                    continue
+                stats = None
+                if kind is not None:
+                    t = time.perf_counter()
+                    stats = InputStats(mine, kind)
+                    try:
+                        for args, kwargs in inputs:
+                            block(*args, **kwargs)
+                    finally:
+                        stats.remove()
+                    timings["statistics_s"] += time.perf_counter() - t
+                t = time.perf_counter()
+                for name, module in mine.items():
+                    compress(name, module, stats.get(name) if stats is not None else None)
+                timings["compress_s"] += time.perf_counter() - t
+            t = time.perf_counter()
+            inputs = [_with_hidden(a, k, _block_output(block(*a, **k))) for a, k in inputs]
+            timings["propagate_s"] += time.perf_counter() - t
+            bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    return {k: round(v, 2) for k, v in timings.items()}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="one-shot blocks", unit="block", disable=not enabled)

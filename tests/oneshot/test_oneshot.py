@@ -1,0 +1,280 @@
+"""One-shot LLM compression on tiny Llamas: exact sparsity, N:M, GPTQ vs RTN, determinism, reload."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from conftest import WORDS, make_tokenizer, run_fresh, tiny_llama
+
+from hf_lite import RecipeError, load_recipe
+from hf_lite.oneshot import algorithms as alg
+from hf_lite.oneshot import apply_recipe_
+from hf_lite.oneshot.apply import calibration_token_chunks
+from hf_lite.oneshot.modifiers import GRID_FILE
+from hf_lite.oneshot.sequential import capture_block_inputs, decoder_blocks, run_sequential
+
+BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def calibration(n: int = 16, seq: int = 24, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(5, len(WORDS) + 5, (n, seq), generator=g)
+
+
+def block_linears(model):
+    return {n: m for n, m in model.named_modules() if n.split(".")[-1] in BLOCK_LINEARS}
+
+
+def correlated_inputs(rows: int = 512, cols: int = 64, seed: int = 0) -> torch.Tensor:
+    """Strongly correlated inputs with uneven scales (low rank plus noise), like real activations."""
+    g = torch.Generator().manual_seed(seed)
+    low_rank = torch.randn(rows, 8, generator=g) @ torch.randn(8, cols, generator=g)
+    return (low_rank + 0.1 * torch.randn(rows, cols, generator=g)) * torch.logspace(-0.5, 0.5, cols)
+
+
+# -- algorithms on one layer ---------------------------------------------------------------------------
+def test_gptq_reconstructs_better_than_rtn_on_the_same_layer():
+    x = correlated_inputs()
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(1))
+    h = 2 * x.t() @ x / x.shape[0]
+    for bits, group in ((4, 16), (4, None), (8, 32)):
+        q_rtn, _, _ = alg.rtn(w, bits, group, symmetric=True)
+        q_gptq, _, _ = alg.gptq_(w, h, bits, group, symmetric=True)
+        err = lambda q: float(((x @ (w - q).t()) ** 2).mean())  # noqa: E731
+        assert err(q_gptq) < 0.5 * err(q_rtn), (bits, group)
+
+
+def test_gptq_weights_lie_on_the_returned_grid():
+    x = correlated_inputs()
+    w = torch.randn(16, 64)
+    h = 2 * x.t() @ x / x.shape[0]
+    for symmetric in (True, False):
+        for act_order in (False, True):
+            q, scales, zeros = alg.gptq_(w, h, 4, 16, symmetric, act_order=act_order)
+            codes = q.reshape(16, 4, 16) / scales.unsqueeze(-1) + zeros.unsqueeze(-1)
+            assert torch.allclose(codes, codes.round(), atol=1e-3)
+            lo, hi = (-7, 7) if symmetric else (0, 15)
+            assert codes.round().min() >= lo and codes.round().max() <= hi
+
+
+def test_sparsegpt_beats_wanda_and_magnitude_on_the_same_layer():
+    x = correlated_inputs()
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(2))
+    h = 2 * x.t() @ x / x.shape[0]
+    err = lambda q: float(((x @ (w - q).t()) ** 2).mean())  # noqa: E731
+    for nm in (None, (2, 4)):
+        sgpt, mask = alg.sparsegpt_(w, h, 0.5, nm)
+        wanda = w * alg.wanda_mask(w, (x * x).sum(0), 0.5, nm)
+        mag = w * alg.magnitude_mask(w, 0.5, nm)
+        assert float((sgpt == 0).float().mean()) == 0.5
+        assert torch.equal(sgpt == 0, mask == 0)
+        assert err(sgpt) < err(wanda) < err(mag)
+
+
+def test_gptq_keeps_existing_zeros():
+    x = correlated_inputs()
+    w = torch.randn(16, 64) * alg.magnitude_mask(torch.randn(16, 64), 0.5)
+    q, _, _ = alg.gptq_(w, 2 * x.t() @ x / 512, 4, 16, symmetric=False)
+    assert torch.all(q[w == 0] == 0)
+
+
+# -- the block-by-block engine -----------------------------------------------------------------------------
+def test_sequential_propagation_matches_the_full_forward():
+    """With nothing compressed, the captured-and-propagated hidden states equal the model's own."""
+    model = tiny_llama(layers=3)
+    cal = calibration(4)
+    inputs = capture_block_inputs(model, decoder_blocks(model)[1][0], [{"input_ids": cal}])
+    args, kwargs = inputs[0]
+    hidden = args[0] if args else kwargs["hidden_states"]
+    expected = model(input_ids=cal, output_hidden_states=True).hidden_states
+    assert torch.allclose(hidden, expected[0], atol=1e-6)
+    seen = []
+    run_sequential(
+        model, [(block_linears(model), "sq_norms", lambda n, m, s: seen.append(n))], [{"input_ids": cal}], False
+    )
+    assert seen == list(block_linears(model))  # every Linear, block by block, in order
+
+
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_exact_sparsity_and_nm_pattern(method, pattern):
+    model = tiny_llama()
+    session = apply_recipe_(
+        model, {"modifiers": [{"type": method, "sparsity": 0.5, "pattern": pattern}]}, calibration(), progress=False
+    )
+    for name, m in block_linears(model).items():
+        w = m.weight.detach()
+        assert float((w == 0).float().mean()) == 0.5, name
+        if pattern == "2:4":
+            assert torch.all((w.reshape(w.shape[0], -1, 4) != 0).sum(-1) == 2), name
+    dense = tiny_llama()
+    assert torch.equal(model.lm_head.weight, dense.lm_head.weight)
+    assert torch.equal(model.model.embed_tokens.weight, dense.model.embed_tokens.weight)
+    assert session.modifiers[0].stats()["sparsity"] == 0.5
+
+
+def test_pruning_with_calibration_hurts_less_than_magnitude():
+    cal = calibration(32)
+    ref = tiny_llama()(cal).logits.detach()
+    errors = {}
+    for method in ("magnitude", "wanda", "sparsegpt"):
+        model = tiny_llama()
+        apply_recipe_(model, {"modifiers": [{"type": method, "sparsity": 0.5}]}, cal, progress=False)
+        errors[method] = float(((model(cal).logits - ref) ** 2).mean().detach())
+    assert errors["sparsegpt"] < errors["magnitude"] and errors["wanda"] < errors["magnitude"]
+
+
+@pytest.mark.parametrize(
+    "spec", [{"type": "sparsegpt", "sparsity": 0.5}, {"type": "gptq", "bits": 4, "group_size": 16, "act_order": True}]
+)
+def test_deterministic(spec):
+    weights = []
+    for _ in range(2):
+        model = tiny_llama()
+        apply_recipe_(model, {"modifiers": [spec]}, calibration(), progress=False)
+        weights.append({k: v.clone() for k, v in model.state_dict().items()})
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_sparse_then_gptq_keeps_the_zeros():
+    model = tiny_llama()
+    recipe = {"modifiers": [{"type": "wanda", "sparsity": 0.5}, {"type": "gptq", "bits": 4, "group_size": 16}]}
+    apply_recipe_(model, recipe, calibration(), progress=False)
+    for name, m in block_linears(model).items():
+        assert float((m.weight == 0).float().mean()) >= 0.5, name
+
+
+# -- export and reload -------------------------------------------------------------------------------
+def test_gptq_export_reloads_without_hf_lite_and_the_grid_checks(tmp_path):
+    model = tiny_llama()
+    session = apply_recipe_(
+        model,
+        {"modifiers": [{"type": "gptq", "bits": 4, "group_size": 16, "symmetric": False}]},
+        calibration(),
+        progress=False,
+    )
+    folder = str(tmp_path / "gptq")
+    session.modifiers[0].export(model, folder)
+    cal = calibration(2, 12, seed=5)
+    with torch.no_grad():
+        expected = model(cal).logits
+    got = run_fresh(
+        f"""
+import json, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
+with torch.no_grad():
+    print(json.dumps({{"logits": m(torch.tensor({cal.tolist()})).logits.tolist()}}))
+"""
+    )
+    assert not got["hf_lite_imported"]
+    assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    grid = load_file(os.path.join(folder, GRID_FILE))
+    with safe_open(os.path.join(folder, GRID_FILE), "pt") as f:
+        meta = f.metadata()
+    assert meta["bits"] == "4" and json.loads(meta["group_size"]) == 16
+    weights = load_file(os.path.join(folder, "model.safetensors"))
+    w = weights["model.layers.1.mlp.down_proj.weight"]
+    s, z = grid["model.layers.1.mlp.down_proj.scales"], grid["model.layers.1.mlp.down_proj.zeros"]
+    codes = w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1)
+    assert torch.allclose(codes, codes.round(), atol=1e-3) and codes.round().min() >= 0 and codes.round().max() <= 15
+
+
+def test_sparse_export_reload_gives_same_logits_and_sparsity(tmp_path):
+    model = tiny_llama()
+    apply_recipe_(model, {"modifiers": [{"type": "sparsegpt", "pattern": "2:4"}]}, calibration(), progress=False)
+    folder = str(tmp_path / "sparse")
+    model.save_pretrained(folder)
+    cal = calibration(2, 12, seed=5)
+    with torch.no_grad():
+        expected = model(cal).logits
+    got = run_fresh(
+        f"""
+import json, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
+ws = [mod.weight for n, mod in m.named_modules() if n.startswith("model.layers.") and isinstance(mod, torch.nn.Linear)]
+with torch.no_grad():
+    logits = m(torch.tensor({cal.tolist()})).logits
+print(json.dumps({{"logits": logits.tolist(), "sparsity": sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)}}))
+"""
+    )
+    assert not got["hf_lite_imported"]
+    assert got["sparsity"] == 0.5
+    assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
+
+
+# -- recipes, hf-lite run and bad input ------------------------------------------------------------------
+@pytest.fixture
+def llama_dir(tmp_path):
+    folder = str(tmp_path / "tiny-llama")
+    tiny_llama().save_pretrained(folder)
+    make_tokenizer(folder)
+    text = tmp_path / "text.txt"
+    rng = torch.Generator().manual_seed(0)
+    words = [WORDS[int(i)] for i in torch.randint(0, len(WORDS), (4000,), generator=rng)]
+    text.write_text(" ".join(words))
+    return folder, str(text)
+
+
+def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir):
+    from hf_lite import run_recipe
+
+    folder, text = llama_dir
+    recipe = {
+        "model": {"name_or_path": folder, "task": "causal-lm"},
+        "data": {"train": text, "eval": text, "max_length": 32, "max_train_samples": 32, "max_eval_samples": 4},
+        "calibration": {"samples": 8, "seq_len": 32},
+        "training": {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
+        "modifiers": [{"type": "wanda", "sparsity": 0.5}],
+        "export": {"output_dir": str(tmp_path / "out")},
+    }
+    report = run_recipe(recipe)
+    assert report["compression"]["sparsity"] == 0.5
+    assert "oneshot_perplexity" in report["metrics"]["after_oneshot"]
+    assert report["metrics"]["train"]["train_loss"] > 0
+    assert report["timings_s"]["oneshot_s"] > 0
+    assert isinstance(report["generation_sample"]["greedy"], str)
+
+
+def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
+    text = " ".join(WORDS * 40)
+    seq = calibration_token_chunks(text, tokenizer, 4, 16)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert seq.flatten().tolist() == ids[:64]
+    a = calibration_token_chunks(text, tokenizer, 4, 16, "random", seed=3)
+    assert torch.equal(a, calibration_token_chunks(text, tokenizer, 4, 16, "random", seed=3))
+    with pytest.raises(RecipeError, match="calibration.samples"):
+        calibration_token_chunks(text, tokenizer, 1000, 64)
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ({"type": "wanda", "sparsity": 1.0}, "sparsity"),
+        ({"type": "sparsegpt", "pattern": "4:2"}, "N:M"),
+        ({"type": "gptq", "bits": 3}, "bits"),
+        ({"type": "gptq", "damp": 0}, "damp"),
+        ({"type": "rtn", "group_size": 1}, "group_size"),
+        ({"type": "wanda", "sparsity": 0.5, "schedule": "cubic"}, "schedule"),
+    ],
+)
+def test_bad_settings_fail_before_anything_runs(spec, match):
+    with pytest.raises(RecipeError, match=match):
+        load_recipe({"modifiers": [spec]})
+
+
+def test_bad_model_fit_fails_before_compressing():
+    model = tiny_llama()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RecipeError, match="group_size 24 does not divide"):
+        apply_recipe_(model, {"modifiers": [{"type": "gptq", "group_size": 24}]}, calibration(), progress=False)
+    with pytest.raises(RecipeError, match="need training"):
+        apply_recipe_(model, {"modifiers": [{"type": "magnitude_pruning"}]}, calibration(), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
