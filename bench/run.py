@@ -147,6 +147,43 @@ def section_pruning() -> None:
     )
 
 
+def section_structured() -> None:
+    """50% FFN neurons + 25% heads (Taylor importance) on SST-2; latency vs the dense model, interleaved."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.models import load_model
+
+    torch.set_num_threads(2)
+    dense_acc = json.load(open(os.path.join(RESULTS, "sst2_dense.json")))["accuracy"]
+    spec = {
+        "type": "structured_pruning",
+        "ffn": 0.5,
+        "heads": 0.25,
+        "importance": "taylor",
+        "start": 0.05,
+        "end": 0.6,
+        "update_every": 10,
+    }
+    row = sst2_row("structured_ffn50_heads25", [spec], dense_acc)
+    small = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "structured_ffn50_heads25"))
+    dense = load_model("minilm-l6", num_labels=2)
+    lat: dict[str, list[float]] = {"dense_b8": [], "small_b8": [], "dense_b1": [], "small_b1": []}
+    for _ in range(3):  # interleaved: the machine is noisy
+        for batch in (8, 1):
+            lat[f"dense_b{batch}"].append(latency(dense, batch))
+            lat[f"small_b{batch}"].append(latency(small, batch))
+    med = {k: statistics.median(v) for k, v in lat.items()}
+    row.update(
+        {
+            "latency_side_by_side_s": med,
+            "speedup_b8": med["dense_b8"] / med["small_b8"],
+            "speedup_b1": med["dense_b1"] / med["small_b1"],
+            "dense_parameters": sum(p.numel() for p in dense.parameters()),
+        }
+    )
+    save("sst2_structured_ffn50_heads25", row)
+
+
 def section_overhead(steps: int = 30) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
@@ -166,6 +203,7 @@ def section_overhead(steps: int = 30) -> None:
         "magnitude_pruning": [
             {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0, "end": 0.7, "update_every": 10}
         ],
+        "qat_int8": [{"type": "qat", "bits": 8}],
     }
     extra = os.environ.get("BENCH_OVERHEAD_EXTRA")
     if extra:

@@ -13,15 +13,20 @@ from .core.targets import BLOCK_PATTERN
 
 
 def _effective_bits(weight: torch.Tensor) -> float | None:
-    """4 or 8 when every row lies on a small grid, None for ordinary float weights.
+    """4 or 8 when the weights lie on a small grid, None for ordinary float weights.
 
-    A row with at most 16 distinct values is 4-bit (int4, NF4, FP4 grids); a row whose values are
-    integer multiples of max|w|/127 is 8-bit. Sampled on the first rows to stay cheap.
+    4-bit: every 32-wide chunk of a row holds at most 16 distinct values (int4 per channel or in
+    groups of 32 or more, NF4, FP4) and values repeat (a sparse float row has few values, but no
+    repeats). 8-bit: a row's values are integer multiples of max|w|/127. Sampled on the first rows.
     """
     w = weight.detach().float().reshape(weight.shape[0], -1)[:8]
-    levels = max(int(torch.unique(r).numel()) for r in w)
-    if levels <= 16:
+    chunk = 32 if w.shape[1] % 32 == 0 else w.shape[1]
+    pieces = w.reshape(-1, chunk)
+    distinct = [torch.unique(r[r != 0]).numel() for r in pieces]
+    nonzero = int((pieces != 0).sum())
+    if max(distinct) <= 16 and nonzero >= 1.25 * sum(distinct):
         return 4.0
+    levels = max(int(torch.unique(r).numel()) for r in w)
     if levels <= 256:
         scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / 127
         q = w / scale

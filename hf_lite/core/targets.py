@@ -60,3 +60,22 @@ def check_patterns_match(model: nn.Module, patterns: list[str] | None, where: st
     for p in patterns:
         if not any(_name_matches(n, p) for n in names):
             raise RecipeError(f"{where}: target pattern {p!r} matches no nn.Linear; some Linear names are {names[:8]}")
+
+
+def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """(name, blocks): the largest ModuleList whose items are named like ``layers.N``/``layer.N``/``h.N``."""
+
+    def size(blocks: nn.ModuleList) -> int:
+        return len(blocks) * sum(p.numel() for p in blocks[0].parameters())
+
+    lists = [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, nn.ModuleList) and len(m) and BLOCK_PATTERN.search(f"{name}.0.")
+    ]
+    if not lists:
+        raise RecipeError(
+            f"{type(model).__name__}: no list of transformer blocks found (a ModuleList named "
+            "layers/layer/h/blocks); one-shot and structured methods need one"
+        )
+    return max(lists, key=lambda item: size(item[1]))

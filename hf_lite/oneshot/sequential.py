@@ -19,26 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.targets import BLOCK_PATTERN
+from ..core.targets import decoder_blocks
 
 logger = logging.getLogger(__name__)
-
-
-def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
-    """The model's repeated transformer blocks: the largest ModuleList named like ``layers``/``layer``/``h``."""
-    best: tuple[str, nn.ModuleList] | None = None
-    for name, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) and BLOCK_PATTERN.search(f"{name}.0."):
-            if best is None or len(module) * sum(p.numel() for p in module[0].parameters()) > len(best[1]) * sum(
-                p.numel() for p in best[1][0].parameters()
-            ):
-                best = (name, module)
-    if best is None:
-        raise ValueError(
-            f"{type(model).__name__}: no list of transformer blocks found (expected a ModuleList named "
-            "layers/layer/h/blocks); one-shot methods need one"
-        )
-    return best
 
 
 class _Captured(Exception):

@@ -1,4 +1,4 @@
-"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, constant."""
+"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, constant, structured."""
 
 from .modifiers import (
     ConstantPruningModifier,
@@ -9,6 +9,7 @@ from .modifiers import (
     MovementPruningSettings,
 )
 from .schedules import sparsity_at
+from .structured import StructuredPruningModifier, StructuredPruningSettings
 
 __all__ = [
     "ConstantPruningModifier",
@@ -17,5 +18,7 @@ __all__ = [
     "MagnitudePruningSettings",
     "MovementPruningModifier",
     "MovementPruningSettings",
+    "StructuredPruningModifier",
+    "StructuredPruningSettings",
     "sparsity_at",
 ]

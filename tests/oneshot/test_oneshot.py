@@ -10,11 +10,12 @@ import torch
 from conftest import WORDS, make_tokenizer, run_fresh, tiny_llama
 
 from hf_lite import RecipeError, load_recipe
+from hf_lite.core.targets import decoder_blocks
 from hf_lite.oneshot import algorithms as alg
 from hf_lite.oneshot import apply_recipe_
 from hf_lite.oneshot.apply import calibration_token_chunks
 from hf_lite.oneshot.modifiers import GRID_FILE
-from hf_lite.oneshot.sequential import capture_block_inputs, decoder_blocks, run_sequential
+from hf_lite.oneshot.sequential import capture_block_inputs, run_sequential
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 

@@ -1,0 +1,86 @@
+"""Integration: the real offline models on ../shared/data, kept small (skipped when either is absent)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from conftest import REPO, run_fresh, shared_data
+
+pytestmark = pytest.mark.integration
+
+
+def real_model(alias: str) -> str:
+    from hf_lite.models import resolve_model_path
+
+    try:
+        return resolve_model_path(alias)
+    except FileNotFoundError as e:
+        pytest.skip(str(e))
+
+
+def test_smollm2_gptq_recipe_exports_a_grid_model_that_reloads_without_hf_lite(tmp_path):
+    from hf_lite import run_recipe
+
+    real_model("smollm2-135m")
+    shared_data("wikitext2_raw", "wiki.test.raw")
+    shared_data("tiny_shakespeare", "input.txt")
+    os.chdir(REPO)  # the recipe's data paths are relative to the repository
+    out = str(tmp_path / "gptq")
+    report = run_recipe(
+        "recipes/oneshot_gptq_int4_g64.yaml",
+        output_dir=out,
+        overrides=["calibration.samples=4", "calibration.seq_len=64", "data.max_eval_samples=1", "data.max_length=128"],
+    )
+    before = report["metrics"]["before"]["before_perplexity"]
+    after = report["metrics"]["after"]["after_perplexity"]
+    assert report["compression"]["bits"] == 4
+    assert after < 1.5 * before  # int4 g64 GPTQ stays close to dense even on a tiny calibration set
+    assert os.path.exists(os.path.join(out, "quantization_grid.safetensors"))
+    assert report["generation_sample"]["greedy"]
+    got = run_fresh(
+        f"""
+import json, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained({out!r}).eval()
+with torch.no_grad():
+    print(json.dumps({{"logits": m(torch.arange(100, 116)[None]).logits[0, -1, :50].tolist()}}))
+"""
+    )
+    assert not got["hf_lite_imported"]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
+    with torch.no_grad():
+        expected = model(torch.arange(100, 116)[None]).logits[0, -1, :50]
+    assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-4)
+
+
+def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite import run_recipe
+
+    real_model("minilm-l6")
+    sst2 = shared_data("sst2")
+    recipe = {
+        "model": {"name_or_path": "minilm-l6", "num_labels": 2},
+        "data": {
+            "train": f"{sst2}/train.tsv",
+            "eval": f"{sst2}/test.tsv",
+            "max_length": 32,
+            "max_train_samples": 64,
+            "max_eval_samples": 32,
+        },  # fmt: skip
+        "training": {"max_steps": 4, "per_device_train_batch_size": 16, "learning_rate": 5e-5},
+        "modifiers": [
+            {"type": "structured_pruning", "ffn": 0.5, "heads": 0.25, "start": 0, "end": 2, "update_every": 1}
+        ],
+        "export": {"output_dir": str(tmp_path / "small")},
+    }
+    report = run_recipe(recipe)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "small")
+    assert model.config.intermediate_size == 768  # 1536 -> 768 in every block
+    assert report["compression"]["parameters"] < 19_200_000  # 22.7M dense; 6 x 768 x (384 + 384 + 1) removed
+    assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
