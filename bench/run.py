@@ -106,7 +106,7 @@ def sst2_row(name: str, modifiers: list, dense_acc: float | None = None, **overr
     recipe["modifiers"] = modifiers
     for key, value in overrides.items():
         section, field = key.split("__")
-        recipe[section][field] = value
+        recipe.setdefault(section, {})[field] = value
     recipe["export"] = {"output_dir": os.path.join(OUT, name), "overwrite": True}
     report = run_recipe(recipe)
     model = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, name))
@@ -184,6 +184,75 @@ def section_structured() -> None:
     save("sst2_structured_ffn50_heads25", row)
 
 
+def side_by_side_latency(models: dict, batches=(8, 1), repeats: int = 3) -> dict[str, float]:
+    """Median forward latency per model and batch, interleaved across models (the machine is noisy)."""
+    times: dict[str, list[float]] = {f"{n}_b{b}": [] for n in models for b in batches}
+    for _ in range(repeats):
+        for b in batches:
+            for name, model in models.items():
+                times[f"{name}_b{b}"].append(latency(model, b))
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def dense_reference() -> tuple[str, float]:
+    folder = os.path.join(OUT, "dense")
+    if not os.path.exists(os.path.join(folder, "model.safetensors")):
+        sst2_row("dense", [])
+    return folder, json.load(open(os.path.join(RESULTS, "sst2_dense.json")))["accuracy"]
+
+
+def section_quantization() -> None:
+    """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.quantization.modifiers import dynamic_int8
+
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    no_train = {"model__name_or_path": dense_dir, "training__max_steps": 0}
+    sst2_row("ptq_rtn_int4_g32", [{"type": "ptq", "method": "rtn", "bits": 4, "group_size": 32}], dense_acc, **no_train)
+    row = sst2_row("ptq_dynamic_int8", [{"type": "ptq", "method": "dynamic_int8"}], dense_acc, **no_train)
+    dense = AutoModelForSequenceClassification.from_pretrained(dense_dir)
+    quantized = dynamic_int8(AutoModelForSequenceClassification.from_pretrained(dense_dir))
+    lat = side_by_side_latency({"fp32": dense, "dynamic_int8": quantized})
+    row.update({"latency_side_by_side_s": lat, "speedup_b8": lat["fp32_b8"] / lat["dynamic_int8_b8"],
+                "speedup_b1": lat["fp32_b1"] / lat["dynamic_int8_b1"]})  # fmt: skip
+    save("sst2_ptq_dynamic_int8", row)
+    sst2_row("qat_int8", [{"type": "qat", "bits": 8}], dense_acc)
+    sst2_row("qat_int4_g32", [{"type": "qat", "bits": 4, "group_size": 32}], dense_acc)
+
+
+def section_peft() -> None:
+    torch.set_num_threads(2)
+    _, dense_acc = dense_reference()
+    sst2_row("head_only", [{"type": "head_only"}], dense_acc, training__learning_rate=1e-3)
+    sst2_row("lora_r8", [{"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05, "merge": True}], dense_acc,
+             training__learning_rate=5e-4)  # fmt: skip
+
+
+def section_distillation() -> None:
+    """3-layer student from the dense teacher's blocks 0, 2, 4: with KD and without; latency side by side."""
+    from transformers import AutoModelForSequenceClassification
+
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    student = {
+        "model__name_or_path": dense_dir,
+        "model__init_from_teacher": {"layers": [0, 2, 4]},
+        "training__learning_rate": 1e-4,
+    }
+    sst2_row("student3_no_kd", [], dense_acc, **student)
+    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0, "layer_map": "uniform"}]
+    row = sst2_row("student3_kd", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
+    lat = side_by_side_latency({
+        "teacher": AutoModelForSequenceClassification.from_pretrained(dense_dir),
+        "student": AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "student3_kd")),
+    })  # fmt: skip
+    row.update({"latency_side_by_side_s": lat, "speedup_b8": lat["teacher_b8"] / lat["student_b8"],
+                "speedup_b1": lat["teacher_b1"] / lat["student_b1"]})  # fmt: skip
+    save("sst2_student3_kd", row)
+
+
 def section_overhead(steps: int = 30) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
@@ -257,6 +326,15 @@ ONESHOT_METHODS = {
     "gptq_g64": {"type": "gptq", "bits": 4, "group_size": 64, "symmetric": True},
     "rtn_g64_asym": {"type": "rtn", "bits": 4, "group_size": 64, "symmetric": False},
     "gptq_g64_asym_actorder": {"type": "gptq", "bits": 4, "group_size": 64, "symmetric": False, "act_order": True},
+    "rtn_g64_asym_mse": {"type": "rtn", "bits": 4, "group_size": 64, "symmetric": False, "observer": "mse"},
+    "gptq_g64_asym_mse_actorder": {
+        "type": "gptq",
+        "bits": 4,
+        "group_size": 64,
+        "symmetric": False,
+        "act_order": True,
+        "observer": "mse",
+    },
     "gptq_g128": {"type": "gptq", "bits": 4, "group_size": 128},
 }
 
@@ -365,6 +443,10 @@ def section_peers(methods: list[str] | None = None) -> None:
 
 SECTIONS = {
     "pruning": section_pruning,
+    "structured": section_structured,
+    "quantization": section_quantization,
+    "peft": section_peft,
+    "distillation": section_distillation,
     "overhead": section_overhead,
     "oneshot": section_oneshot,
     "peers": section_peers,

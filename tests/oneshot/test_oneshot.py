@@ -279,3 +279,12 @@ def test_bad_model_fit_fails_before_compressing():
     with pytest.raises(RecipeError, match="need training"):
         apply_recipe_(model, {"modifiers": [{"type": "magnitude_pruning"}]}, calibration(), progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_mse_observer_rounds_heavy_tailed_weights_better():
+    torch.manual_seed(0)
+    w = torch.distributions.StudentT(3.0).sample((64, 128))  # outliers, as in LLM weights
+    for symmetric in (True, False):
+        plain, _, _ = alg.rtn(w, 4, 64, symmetric)
+        mse, _, _ = alg.rtn(w, 4, 64, symmetric, observer="mse")
+        assert float(((mse - w) ** 2).sum()) < 0.95 * float(((plain - w) ** 2).sum())
