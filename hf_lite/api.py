@@ -89,8 +89,13 @@ def run_recipe(
     output_dir: str | None = None,
     overrides: list[str] | None = None,
     overwrite: bool | None = None,
-) -> dict[str, Any]:
-    """Run a whole job: load, evaluate, compress/train, evaluate, export, report. Returns the report."""
+    return_model: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], nn.Module]:
+    """Run a whole job: load, evaluate, compress/train, evaluate, export, report.
+
+    Returns the report (also written as ``report.json``), or ``(report, model)`` with
+    ``return_model=True``: the compressed model as exported, still in memory.
+    """
     from transformers import DataCollatorWithPadding, default_data_collator, set_seed
 
     from .export import prepare_output_dir, save_model, write_json
@@ -158,6 +163,9 @@ def run_recipe(
         exporter.export(final, out, tokenizer)
     else:
         save_model(final, out, tokenizer)
+    for m in trainer.session.modifiers:
+        if hasattr(m, "write_extras"):
+            m.write_extras(out, recipe.export)
     timings["export_s"] = time.perf_counter() - t
     recipe.save(out)
     ckpt = os.path.join(out, "checkpoints")
@@ -170,7 +178,14 @@ def run_recipe(
         "metrics": metrics,
         "compression": model_report(final, out),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
-        "load_snippet": exporter.load_snippet(recipe.model.task, out) if hasattr(exporter, "load_snippet") else None,
+        "load_snippet": next(
+            (
+                snippet
+                for m in reversed(trainer.session.modifiers)
+                if hasattr(m, "load_snippet") and (snippet := m.load_snippet(recipe.model.task, out))
+            ),
+            None,
+        ),
         "versions": versions(),
         "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
     }
@@ -189,4 +204,4 @@ def run_recipe(
         from .hub import push_folder
 
         push_folder(out, recipe.export.hub_repo_id or os.path.basename(os.path.abspath(out)), recipe.export.private)
-    return report
+    return (report, final) if return_model else report

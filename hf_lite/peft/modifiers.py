@@ -161,6 +161,15 @@ class LoraModifier(Modifier):
             base.weight.mul_(keep.to(base.weight.dtype))
         return merged
 
+    def load_snippet(self, task: str, repo: str) -> str | None:
+        if self.settings.merge:
+            return None
+        cls = "AutoPeftModelForCausalLM" if task == "causal-lm" else "AutoPeftModelForSequenceClassification"
+        return (
+            "# the folder holds the LoRA adapter; peft loads the base model named in adapter_config.json\n"
+            f'from peft import {cls}\nmodel = {cls}.from_pretrained("{repo}")'
+        )
+
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         if not self.settings.merge:
             return model
@@ -168,7 +177,25 @@ class LoraModifier(Modifier):
             raise RecipeError(
                 "lora.merge over a 4-bit base would dequantize it; set merge: false, or dequantize explicitly first"
             )
+        if hasattr(model, "peft_config"):  # keep the adapter alone too (written by write_extras)
+            import tempfile
+
+            self.adapter_tmp = tempfile.mkdtemp(prefix="hf_lite_adapter_")
+            model.save_pretrained(self.adapter_tmp)
         return self.merge(model)
+
+    def write_extras(self, folder: str, export_settings) -> None:
+        """``export.save_adapter``: the adapter alone in ``folder/adapter`` next to the merged model."""
+        import os
+        import shutil
+
+        tmp = getattr(self, "adapter_tmp", None)
+        if tmp is None:
+            return
+        if export_settings.save_adapter:
+            shutil.copytree(tmp, os.path.join(folder, "adapter"))
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.adapter_tmp = None
 
 
 @dataclasses.dataclass

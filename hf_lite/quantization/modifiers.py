@@ -274,7 +274,12 @@ class PTQModifier(Modifier):
                 m.weight.data = quantize_dequantize(m.weight, s.bits, s.group_size, s.symmetric)
             return model
         self.float_model = model
-        return dynamic_int8(model, list(self.modules))
+        return dynamic_int8(model, self.dynamic_names())
+
+    def dynamic_names(self) -> list[str] | None:
+        """None (every nn.Linear, head included, as the load snippet does) unless targets/ignore narrow it."""
+        s = self.settings
+        return list(self.modules) if (s.targets or s.ignore) else None
 
     def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
         from ..export import save_model
@@ -290,7 +295,9 @@ class PTQModifier(Modifier):
         return (
             LOAD_SNIPPETS[task].format(repo=repo)
             + "\n# the metrics above were measured with dynamic int8 Linear layers (CPU):\n"
-            + "import torch\nmodel = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)"
+            + "import torch\nmodel = torch.ao.quantization.quantize_dynamic(model, "
+            + (repr(set(self.dynamic_names())) if self.dynamic_names() else "{torch.nn.Linear}")
+            + ", dtype=torch.qint8)"
         )
 
 

@@ -1,0 +1,134 @@
+"""The reload guarantee: every recipe in recipes/ runs on a tiny model, exports, and the folder reloads in
+a fresh process that does not import hf_lite, with the same logits and sparsity.
+
+Tolerances: 1e-5 for plain folders; bitsandbytes 4/8-bit folders 5e-2 (bitsandbytes' CPU kernels are
+not bit-exact with a float matmul); adapter folders of a 4-bit QLoRA base are reloaded over a float
+base, so only shapes and finiteness are compared there.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, WORDS, make_tokenizer, run_fresh, sentiment_rows, tiny_bert
+
+RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))
+PROBE = [[2, 7, 9, 11, 5, 3, 0, 0], [2, 12, 6, 8, 10, 14, 16, 3]]
+
+
+def tiny_llama_64(seed: int = 0):
+    """A tiny Llama whose widths (64, 128) fit group size 64 and 2:4 patterns."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(WORDS) + 5, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("matrix")
+    bert = str(root / "bert")
+    tiny_bert(layers=6, dropout=0.0).save_pretrained(bert)
+    make_tokenizer(bert)
+    llama = str(root / "llama")
+    tiny_llama_64().save_pretrained(llama)
+    make_tokenizer(llama)
+    tsv = root / "sst.tsv"
+    tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sentiment_rows(64)))
+    txt = root / "text.txt"
+    g = torch.Generator().manual_seed(0)
+    txt.write_text(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (3000,), generator=g)))
+    return {"bert": bert, "llama": llama, "tsv": str(tsv), "txt": str(txt), "root": root}
+
+
+def shrink(raw: dict, assets: dict, out: str) -> dict:
+    """The recipe with tiny models, tiny data and a 2-step budget; modifiers untouched."""
+    causal = raw["model"].get("task") == "causal-lm"
+    raw["model"]["name_or_path"] = assets["llama" if causal else "bert"]
+    if "teacher" in raw:
+        raw["teacher"]["name_or_path"] = assets["bert"]
+    data = raw.setdefault("data", {})
+    source = assets["txt" if causal else "tsv"]
+    for key in ("train", "eval"):
+        if data.get(key):
+            data[key] = source
+    data.update(max_length=32, max_train_samples=16, max_eval_samples=8, fallback=None)
+    if "calibration" in raw:
+        raw["calibration"].update(source=assets["txt"], samples=8, seq_len=16)
+    training = {k: v for k, v in raw.get("training", {}).items() if k not in ("num_train_epochs", "max_steps")}
+    training.update(max_steps=0 if raw.get("training", {}).get("max_steps") == 0 else 2)
+    training.update(per_device_train_batch_size=4, per_device_eval_batch_size=8, logging_steps=1)
+    raw["training"] = training
+    raw["export"] = {**raw.get("export", {}), "output_dir": out, "overwrite": True, "push_to_hub": False}
+    return raw
+
+
+RELOAD = """
+import json, os, torch
+folder, causal, kind = {folder!r}, {causal!r}, {kind!r}
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+auto = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+if kind == "adapter":
+    from peft import AutoPeftModelForCausalLM, AutoPeftModelForSequenceClassification
+    auto = AutoPeftModelForCausalLM if causal else AutoPeftModelForSequenceClassification
+model = auto.from_pretrained(folder).eval()
+if kind == "dynamic_int8":
+    model = torch.ao.quantization.quantize_dynamic(model, {{torch.nn.Linear}}, dtype=torch.qint8)
+ws = [m.weight for n, m in model.named_modules() if ".layer" in n and isinstance(m, torch.nn.Linear)
+      and "lora_" not in n and m.weight.dtype.is_floating_point]
+ids = torch.tensor({probe!r})
+with torch.no_grad():
+    logits = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+print(json.dumps({{"logits": logits.tolist(), "zeros": sum(int((w == 0).sum()) for w in ws)}}))
+"""
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[os.path.basename(p)[:-5] for p in RECIPES])
+def test_recipe_exports_and_reloads_without_hf_lite(path, assets, tmp_path):
+    from hf_lite import run_recipe
+
+    with open(path) as f:
+        raw = yaml.safe_load(f)
+    out = str(tmp_path / "out")
+    report, model = run_recipe(shrink(raw, assets, out), return_model=True)
+    causal = raw["model"].get("task") == "causal-lm"
+    types = [m["type"] for m in raw["modifiers"]]
+    adapter = any(t in ("lora", "qlora") and not m.get("merge", t == "lora") for t, m in zip(types, raw["modifiers"]))
+    kind = (
+        "adapter"
+        if adapter
+        else "dynamic_int8"
+        if "dynamic_int8" in json.dumps(raw)
+        else "bnb"
+        if "bnb" in types
+        else "plain"
+    )
+    ids = torch.tensor(PROBE)
+    model.eval()
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=(ids != 0).long()).logits
+    got = run_fresh(RELOAD.format(folder=out, causal=causal, kind=kind, probe=PROBE))
+    assert not got["hf_lite_imported"]
+    logits = torch.tensor(got["logits"])
+    assert logits.shape == expected.shape and torch.isfinite(logits).all()
+    if kind == "adapter" and "qlora" in types:
+        return  # 4-bit base in training, float base on reload: see the module docstring
+    tol = 5e-2 if kind == "bnb" else 1e-5
+    assert torch.allclose(logits, expected, atol=tol), float((logits - expected).abs().max())
+    sparsity = report["compression"]["sparsity"]
+    if kind == "plain" and sparsity > 0:
+        total = report["compression"]["block_linear_parameters"]
+        assert abs(got["zeros"] / total - sparsity) < 1e-6
+    if "bits" in json.dumps(raw) and kind == "plain":
+        assert report["compression"]["bits"] in (4.0, 8.0)
+    if types == ["lora"] or ("lora" in types and raw["modifiers"][types.index("lora")].get("merge", True)):
+        assert os.path.exists(os.path.join(out, "adapter", "adapter_config.json"))
