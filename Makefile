@@ -6,7 +6,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 SECTION ?= all
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench peers-venv clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -31,6 +31,13 @@ lint: install
 bench: install
 	$(PY) -m pip install -q matplotlib
 	$(PY) bench/run.py --section $(SECTION)
+	$(PY) bench/report.py
+
+# llm-compressor pins its own transformers: it gets a venv of its own, used by `make bench SECTION=peers`
+peers-venv:
+	test -x ../lc-venv/bin/python || python3 -m venv ../lc-venv
+	../lc-venv/bin/pip install -q torch==2.13.0
+	../lc-venv/bin/pip install -q llmcompressor==0.14.0.1
 
 clean:
 	rm -rf .venv runs .pytest_cache

@@ -121,6 +121,8 @@ def sst2_row(name: str, modifiers: list, dense_acc: float | None = None, **overr
         "latency_b1_s": latency(model, 1),
         "latency_b8_s": latency(model, 8),
         "train_s": report["timings_s"].get("train_s"),
+        "trainable_fraction": report.get("trainable_fraction"),
+        "layer_sparsity": {n: v["sparsity"] for n, v in report["compression"]["layers"].items()},
         "modifiers": modifiers,
     }
     save(f"sst2_{name}", row)

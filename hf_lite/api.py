@@ -135,6 +135,8 @@ def run_recipe(
             metrics[f"{tag}_perplexity"] = perplexity_from_loss(metrics[f"{tag}_loss"])
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for p in trainer.model.parameters())
     metrics = {"before": evaluate("before")}
     oneshot = [m for m in trainer.session.modifiers if getattr(m, "one_shot", False)]
     if oneshot:
@@ -177,6 +179,8 @@ def run_recipe(
         "modifiers": [m.describe() for m in trainer.session.modifiers],
         "metrics": metrics,
         "compression": model_report(final, out),
+        "trainable_parameters": trainable,
+        "trainable_fraction": trainable / max(total_params, 1),
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "load_snippet": next(
             (

@@ -1,0 +1,235 @@
+"""Render bench/RESULTS.md and the PNG plots from bench/results/*.json (run after bench/run.py).
+
+python bench/report.py
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results")
+OUT = os.path.join(HERE, "out")
+PLOTS = os.path.join(HERE, "plots")
+
+SST2_LABELS = {
+    "dense": "dense fine-tune",
+    "head_only": "head only",
+    "lora_r8": "LoRA r=8 (merged)",
+    "gmp50": "GMP 50%",
+    "gmp80": "GMP 80%",
+    "nm24": "2:4 (magnitude, gradual)",
+    "structured_ffn50_heads25": "structured: 50% FFN removed, 25% heads zeroed",
+    "qat_int8": "QAT int8 per channel",
+    "qat_int4_g32": "QAT int4 g32",
+    "ptq_rtn_int4_g32": "RTN int4 g32 after fine-tune",
+    "ptq_dynamic_int8": "dynamic int8 after fine-tune",
+    "student3_no_kd": "3-layer student, no KD",
+    "student3_kd": "3-layer student, KD (logits + hidden)",
+}
+
+
+def load(name: str) -> dict | None:
+    path = os.path.join(RESULTS, f"{name}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def num(x: float | None, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
+def sst2_rows() -> list[tuple[str, dict]]:
+    rows = []
+    for key in SST2_LABELS:
+        data = load(f"sst2_{key}")
+        if data:
+            rows.append((key, data))
+    return rows
+
+
+def sst2_table(rows: list[tuple[str, dict]]) -> str:
+    lines = [
+        "| row | accuracy | kept vs dense | parameters | trainable | sparsity | bits | safetensors | latency b1 | latency b8 | train |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, r in rows:
+        lines.append(
+            f"| {SST2_LABELS[key]} (`sst2_{key}.json`) | {pct(r['accuracy'])} | {pct(r.get('recovery'))} | "
+            f"{r['parameters'] / 1e6:.1f}M | {pct(r.get('trainable_fraction'))} | {pct(r.get('sparsity'))} | "
+            f"{r.get('bits') or 32} | {num(r.get('disk_mib'), '{:.1f} MiB')} | {num(r.get('latency_b1_s'), '{:.3f} s')} | "
+            f"{num(r.get('latency_b8_s'), '{:.3f} s')} | {num(r.get('train_s'), '{:.0f} s')} |"
+        )
+    return "\n".join(lines)
+
+
+def speedups() -> str:
+    lines = ["| comparison (same run, interleaved) | batch 1 | batch 8 |", "|---|---|---|"]
+    for name, label in (
+        ("sst2_ptq_dynamic_int8", "dynamic int8 vs fp32"),
+        ("sst2_structured_ffn50_heads25", "structured (FFN halved) vs dense"),
+        ("sst2_student3_kd", "3-layer student vs 6-layer teacher"),
+    ):
+        r = load(name)
+        if r and "speedup_b8" in r:
+            lines.append(f"| {label} | {r['speedup_b1']:.2f}x | {r['speedup_b8']:.2f}x |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def overhead_table() -> str:
+    lines = ["| modifier | step time | plain Trainer step | ratio |", "|---|---|---|---|"]
+    for path in sorted(glob.glob(os.path.join(RESULTS, "overhead_*.json"))):
+        r = json.load(open(path))
+        lines.append(
+            f"| `{r['name'][len('overhead_') :]}` | {r['step_s']:.3f} s | {r['plain_step_s']:.3f} s | {r['ratio']:.3f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def oneshot_table() -> str:
+    data = load("oneshot_smollm2")
+    if not data:
+        return ""
+    dense = data["rows"].get("dense", {}).get("ppl")
+    lines = ["| method | WikiText-2 ppl | vs dense | zeros in block Linears | compression wall time |", "|---|---|---|---|---|"]
+    for name, r in data["rows"].items():
+        if "error" in r:
+            lines.append(f"| `{name}` | error: {r['error']} | | | |")
+            continue
+        rel = f"+{100 * (r['ppl'] / dense - 1):.1f}%" if dense and name != "dense" else "-"
+        lines.append(
+            f"| `{name}` | {r['ppl']:.2f} | {rel} | {pct(r['sparsity'])} | {num(r.get('compress_s'), '{:.0f} s')} |"
+        )
+    return "\n".join(lines)
+
+
+def peers_table() -> str:
+    data = load("oneshot_vs_llmcompressor")
+    if not data:
+        return ""
+    lines = [
+        "| method | hf_lite ppl | llm-compressor ppl | hf_lite time | llm-compressor time | time ratio (theirs / ours) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in data["rows"].items():
+        ours, theirs = r["hf_lite"], r["llmcompressor"]
+        their_ppl = num(theirs.get("ppl")) if not theirs.get("error") else f"error: {theirs['error'][:120]}"
+        ratio = r.get("time_ratio_theirs_over_ours")
+        lines.append(
+            f"| `{name}` | {num(ours.get('ppl'))} | {their_ppl} | {num(ours.get('compress_s'), '{:.0f} s')} | "
+            f"{num(theirs.get('compress_s'), '{:.0f} s')} | {num(ratio, '{:.1f}x')} |"
+        )
+    return "\n".join(lines)
+
+
+def plots(rows: list[tuple[str, dict]]) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    os.makedirs(PLOTS, exist_ok=True)
+    made = []
+    for field, label, fname in (
+        ("disk_mib", "safetensors size (MiB)", "accuracy_vs_size.png"),
+        ("latency_b8_s", "latency, batch 8 x 128 tokens (s)", "accuracy_vs_latency.png"),
+    ):
+        pts = [(r[field], r["accuracy"], SST2_LABELS[k]) for k, r in rows if r.get(field) is not None]
+        if not pts:
+            continue
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for x, y, text in pts:
+            ax.scatter(x, 100 * y)
+            ax.annotate(text, (x, 100 * y), fontsize=7, xytext=(4, 2), textcoords="offset points")
+        ax.set_xlabel(label)
+        ax.set_ylabel("SST-2 dev accuracy (%)")
+        ax.set_title("MiniLM-L6 on SST-2 (bench/results)")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(PLOTS, fname), dpi=120)
+        plt.close(fig)
+        made.append(fname)
+    layer = layer_sparsity("gmp80")
+    if layer:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        ax.bar(range(len(layer)), [100 * v for v in layer.values()])
+        ax.set_xticks(range(len(layer)), [n.replace("bert.encoder.layer.", "") for n in layer], rotation=90, fontsize=5)
+        ax.set_ylabel("sparsity (%)")
+        ax.set_title("GMP 80%: sparsity per layer")
+        fig.tight_layout()
+        fig.savefig(os.path.join(PLOTS, "sparsity_per_layer_gmp80.png"), dpi=120)
+        plt.close(fig)
+        made.append("sparsity_per_layer_gmp80.png")
+    return made
+
+
+def layer_sparsity(name: str) -> dict[str, float]:
+    row = load(f"sst2_{name}") or {}
+    if row.get("layer_sparsity"):
+        return row["layer_sparsity"]
+    weights = os.path.join(OUT, name, "model.safetensors")
+    if not os.path.exists(weights):
+        return {}
+    from safetensors.torch import load_file
+
+    out = {}
+    for key, w in load_file(weights).items():
+        if key.endswith(".weight") and w.dim() == 2 and ".layer." in key:
+            out[key[: -len(".weight")]] = float((w == 0).float().mean())
+    return out
+
+
+def main() -> None:
+    rows = sst2_rows()
+    made = plots(rows)
+    parts = [
+        "# Benchmark results",
+        "",
+        "Generated by `python bench/report.py` from `bench/results/*.json` (protocols: `../shared/BENCH-PROTOCOL.md`).",
+        "Each JSON names its command, git commit, package versions, CPU and load average. Latencies are",
+        "medians of 20 forwards after warm-up on a shared 2-core CPU: compare ratios measured in one run.",
+        "",
+        "## SST-2 on MiniLM-L6 (8,000 training rows, 1 epoch, batch 32, max_length 64, seed 0)",
+        "",
+        sst2_table(rows),
+        "",
+    ]
+    if speedups():
+        parts += ["### Speed-ups measured side by side", "", speedups(), ""]
+    if overhead_table():
+        parts += [
+            "## Training-step overhead vs a plain Trainer (MiniLM-L6, batch 32, 30 steps, 3 interleaved repeats)",
+            "",
+            overhead_table(),
+            "",
+        ]
+    if oneshot_table():
+        parts += [
+            "## One-shot on SmolLM2-135M (calibration: 32 x 256 tiny-shakespeare tokens; WikiText-2 test, 32 x 512 tokens)",
+            "",
+            oneshot_table(),
+            "",
+        ]
+    if peers_table():
+        parts += [
+            "## hf_lite vs llm-compressor, same model, calibration and evaluation, one run",
+            "",
+            peers_table(),
+            "",
+        ]
+    if made:
+        parts += ["## Plots", ""] + [f"![{m}](plots/{m})" for m in made] + [""]
+    with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
+        f.write("\n".join(parts))
+    print(f"wrote {os.path.join(HERE, 'RESULTS.md')} and {len(made)} plot(s)")
+
+
+if __name__ == "__main__":
+    main()
