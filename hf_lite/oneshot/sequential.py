@@ -111,9 +111,16 @@ def run_sequential(
     t = time.perf_counter()
     inputs = capture_block_inputs(model, blocks[0], batches)
     timings["capture_s"] = time.perf_counter() - t
-    bar = _progress(len(blocks), progress)
+    # blocks after the last one holding a target need no pass at all
+    last = max(
+        i
+        for i in range(len(blocks))
+        for modules, _, _ in steps
+        if any(n.startswith(f"{blocks_name}.{i}.") for n in modules)
+    )
+    bar = _progress(last + 1, progress)
     try:
-        for index, block in enumerate(blocks):
+        for index, block in enumerate(blocks[: last + 1]):
             prefix = f"{blocks_name}.{index}."
             for modules, kind, compress in steps:
                 mine = {n: m for n, m in modules.items() if n.startswith(prefix)}

@@ -54,29 +54,36 @@ enc["labels"] = [r[1] for r in rows]
 ds = datasets.Dataset.from_dict(dict(enc))
 from pathlib import Path
 args = training_args(Path({out!r}), per_device_train_batch_size={bs}, max_steps=6, learning_rate=5e-3)
-recipe = [{{"type": "movement_pruning", "final_sparsity": 0.6, "start": 1, "end": 4, "update_every": 1}}]
-trainer = LiteTrainer(model=tiny_bert(dropout=0.0), args=args, train_dataset=ds, recipe=recipe)
+recipe = {recipe}
+teacher = tiny_bert(seed=1, dropout=0.0) if recipe[0]["type"] == "distillation" else None
+trainer = LiteTrainer(model=tiny_bert(dropout=0.0), args=args, train_dataset=ds, recipe=recipe, teacher_model=teacher)
 trainer.train()
 m = trainer.session.modifiers[0]
-masks = {{k: v.sum().item() for k, v in m.masks.items()}}
-digest = sum(float((v * (i + 1)).sum()) for i, v in enumerate(m.masks.values()))
+digest = sum(float((v * (i + 1)).sum()) for i, v in enumerate(getattr(m, "masks", {{}}).values()))
+first = next(log for log in trainer.state.log_history if "loss" in log)
 rank = int(os.environ.get("RANK", 0))
 w = trainer.model.bert.encoder.layer[0].output.dense.weight
 with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as f:
-    json.dump({{"digest": digest, "loss": trainer.state.log_history[-1]["train_loss"], "w": float(w.abs().sum())}}, f)
+    json.dump({{"digest": digest, "loss": trainer.state.log_history[-1]["train_loss"], "w": float(w.abs().sum()),
+               "first_loss": first["loss"], "soft": first.get("loss/distillation/soft")}}, f)
 """
 
 
-def test_two_process_gloo_identical_masks(tmp_path):
-    """torchrun with 2 CPU processes (gloo): every rank holds the same masks, and the run matches
-    one process on the same global batch."""
+MOVEMENT = [{"type": "movement_pruning", "final_sparsity": 0.6, "start": 1, "end": 4, "update_every": 1}]
+KD = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0}]
+
+
+@pytest.mark.parametrize("recipe", [MOVEMENT, KD], ids=["movement_pruning", "distillation"])
+def test_two_process_gloo_matches_one_process(tmp_path, recipe):
+    """torchrun with 2 CPU processes (gloo): every rank holds the same masks, and the run (weights,
+    and for KD the logged loss terms) matches one process on the same global batch."""
     tests = os.path.join(REPO, "tests")
     results = {}
     for name, nproc, bs in (("ddp", 2, 4), ("single", 1, 8)):
         out = tmp_path / name
         out.mkdir()
         script = tmp_path / f"{name}.py"
-        script.write_text(DDP_SCRIPT.format(tests=tests, tok=str(tmp_path / "tok"), out=str(out), bs=bs))
+        script.write_text(DDP_SCRIPT.format(tests=tests, tok=str(tmp_path / "tok"), out=str(out), bs=bs, recipe=repr(recipe)))
         cmd = [
             sys.executable,
             "-m",
@@ -96,3 +103,6 @@ def test_two_process_gloo_identical_masks(tmp_path):
     single = results["single"][0]
     assert r0["digest"] == single["digest"]
     assert r0["w"] == pytest.approx(single["w"], rel=1e-4)
+    assert r0["first_loss"] == pytest.approx(single["first_loss"], rel=1e-3)
+    if recipe is KD:
+        assert r0["soft"] == pytest.approx(single["soft"], rel=1e-3)

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from conftest import lite, run_fresh, tiny_bert, tiny_llama, token_dataset, training_args
+from torch import nn
 
 from hf_lite import LiteTrainer, RecipeError
 from hf_lite.core.modifier import Context, build_modifier
@@ -157,3 +158,22 @@ def test_qlora_gets_gradients_after_evaluate(tmp_path):
     merging = build_modifier({"type": "qlora", "r": 4, "merge": True})
     with pytest.raises(RecipeError, match="merge over a 4-bit base"):
         merging.finalize(t.model, Context())
+
+
+def test_lora_with_qat_merges_then_converts_onto_the_grid(tmp_path, tiny_dataset):
+    """LoRA over a fake-quantized base: at finalize the adapters merge, then QAT snaps onto its grid."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.report import model_report
+
+    trainer = lite(
+        tmp_path, tiny_dataset, [{"type": "lora", "r": 4, "merge": True}, {"type": "qat", "bits": 8}], max_steps=4
+    )
+    final = trainer.final_model
+    assert type(final).__name__ == "BertForSequenceClassification"
+    assert all(type(m) is nn.Linear for n, m in final.named_modules() if n.endswith(("query", "value", "dense")))
+    report = model_report(final)
+    assert report["bits"] == 8.0
+    final.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
+    assert model_report(reloaded)["bits"] == 8.0
