@@ -96,7 +96,10 @@ def oneshot_table() -> str:
     if not data:
         return ""
     dense = data["rows"].get("dense", {}).get("ppl")
-    lines = ["| method | WikiText-2 ppl | vs dense | zeros in block Linears | compression wall time |", "|---|---|---|---|---|"]
+    lines = [
+        "| method | WikiText-2 ppl | vs dense | zeros in block Linears | compression wall time |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in data["rows"].items():
         if "error" in r:
             lines.append(f"| `{name}` | error: {r['error']} | | | |")

@@ -83,7 +83,9 @@ def test_two_process_gloo_matches_one_process(tmp_path, recipe):
         out = tmp_path / name
         out.mkdir()
         script = tmp_path / f"{name}.py"
-        script.write_text(DDP_SCRIPT.format(tests=tests, tok=str(tmp_path / "tok"), out=str(out), bs=bs, recipe=repr(recipe)))
+        script.write_text(
+            DDP_SCRIPT.format(tests=tests, tok=str(tmp_path / "tok"), out=str(out), bs=bs, recipe=repr(recipe))
+        )
         cmd = [
             sys.executable,
             "-m",
