@@ -149,6 +149,9 @@ class LiteTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._term_count and "loss" in logs:
             for k, v in self._term_sums.items():
+                v = torch.as_tensor(v, device=self.args.device, dtype=torch.float32)
+                if self.accelerator.num_processes > 1:  # log the mean over ranks, like the Trainer's loss
+                    v = self.accelerator.reduce(v, reduction="mean")
                 logs[f"loss/{k}"] = round(float(v) / self._term_count, 6)
             self._term_sums, self._term_count = {}, 0
         if self.session.modifiers:

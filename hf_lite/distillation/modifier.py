@@ -176,8 +176,17 @@ class DistillationModifier(Modifier):
                 per_tok = (a - b).pow(2).mean(-1)
             else:
                 per_tok = 1 - F.cosine_similarity(a, b, dim=-1)
-            losses.append(_masked_mean(per_tok.reshape(-1), mask.reshape(-1)))
+            losses.append(self._token_term(per_tok, mask))
         return torch.stack(losses).mean()
+
+    def _token_term(self, per_tok: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, T] -> the term, as a mean over the same items the Trainer's loss counts: tokens for a
+        causal LM, sequences for classification (each sequence's token mean first). That keeps the
+        loss identical under DDP however padding splits across ranks."""
+        if self.causal:
+            return _masked_mean(per_tok.reshape(-1), mask.reshape(-1))
+        m = mask.to(per_tok.dtype)
+        return ((per_tok * m).sum(1) / m.sum(1).clamp(min=1)).mean()
 
     def _attention_loss(self, outputs, teacher_outputs, inputs) -> torch.Tensor:
         att_s, att_t = outputs["attentions"], teacher_outputs["attentions"]
@@ -187,7 +196,7 @@ class DistillationModifier(Modifier):
             p_s, p_t = att_s[i].clamp(min=1e-12), att_t[j].to(att_s[i].dtype).clamp(min=1e-12)
             kl = (p_t * (p_t.log() - p_s.log())).sum(-1)  # [B, H, Tq]
             per_q = kl.mean(1)  # over heads
-            losses.append(_masked_mean(per_q.reshape(-1), mask.reshape(-1)))
+            losses.append(self._token_term(per_q, mask))
         return torch.stack(losses).mean()
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:

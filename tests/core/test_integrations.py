@@ -65,7 +65,8 @@ rank = int(os.environ.get("RANK", 0))
 w = trainer.model.bert.encoder.layer[0].output.dense.weight
 with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as f:
     json.dump({{"digest": digest, "loss": trainer.state.log_history[-1]["train_loss"], "w": float(w.abs().sum()),
-               "first_loss": first["loss"], "soft": first.get("loss/distillation/soft")}}, f)
+               "first_loss": first["loss"], "soft": first.get("loss/distillation/soft"),
+               "hidden": first.get("loss/distillation/hidden")}}, f)
 """
 
 
@@ -108,3 +109,4 @@ def test_two_process_gloo_matches_one_process(tmp_path, recipe):
     assert r0["first_loss"] == pytest.approx(single["first_loss"], rel=1e-3)
     if recipe is KD:
         assert r0["soft"] == pytest.approx(single["soft"], rel=1e-3)
+        assert r0["hidden"] == r1["hidden"] == pytest.approx(single["hidden"], rel=1e-4)
