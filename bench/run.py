@@ -255,6 +255,74 @@ def section_distillation() -> None:
     save("sst2_student3_kd", row)
 
 
+QLORA_CHILD = r"""
+import json, resource, sys, time, torch
+sys.path.insert(0, {repo!r})
+torch.set_num_threads(2)
+from hf_lite.api import run_recipe
+recipe = {{
+    "model": {{"name_or_path": "smollm2-135m", "task": "causal-lm"}},
+    "data": {{"train": "{shared}/tiny_shakespeare/input.txt", "max_length": 256, "max_train_samples": 64}},
+    "training": {{"max_steps": {steps}, "learning_rate": {lr}, "per_device_train_batch_size": 2, "logging_steps": 1, "seed": 0}},
+    "modifiers": {modifiers},
+    "export": {{"output_dir": "{out}", "overwrite": True}},
+}}
+t = time.perf_counter()
+report = run_recipe(recipe)
+print(json.dumps({{"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "wall_s": time.perf_counter() - t,
+                   "train_loss": report["metrics"]["train"].get("train_loss"), "trainable_fraction": report["trainable_fraction"]}}))
+"""
+
+
+def section_qlora_memory(steps: int = 8) -> None:
+    """SmolLM2-135M on tiny_shakespeare, a few steps: QLoRA (NF4 base + LoRA r=8) vs full fine-tune, peak RSS."""
+    rows = {}
+    for name, modifiers, lr in (
+        ("full", [], 5e-5),
+        ("qlora", [{"type": "qlora", "r": 8, "alpha": 16, "merge": False}], 2e-4),
+    ):
+        code = QLORA_CHILD.format(
+            repo=REPO,
+            shared=SHARED,
+            steps=steps,
+            lr=lr,
+            modifiers=repr(modifiers),
+            out=os.path.join(OUT, f"smollm2_{name}"),
+        )
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+        )
+        try:
+            rows[name] = json.loads(res.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            rows[name] = {"error": res.stderr[-2000:]}
+        logs = [line for line in res.stdout.splitlines() if line.startswith("{'loss'")]
+        rows[name]["loss_log"] = logs
+    if "peak_rss_mib" in rows.get("full", {}) and "peak_rss_mib" in rows.get("qlora", {}):
+        rows["rss_ratio_qlora_over_full"] = rows["qlora"]["peak_rss_mib"] / rows["full"]["peak_rss_mib"]
+    save("smollm2_qlora_memory", {"steps": steps, "batch": 2, "seq_len": 256, "rows": rows})
+
+
+def section_recovery() -> None:
+    """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask."""
+    from hf_lite.api import run_recipe
+
+    torch.set_num_threads(2)
+    os.chdir(REPO)  # the recipe's data paths are relative to the repository
+    report = run_recipe(
+        "recipes/oneshot_sparsegpt24_recover.yaml", output_dir=os.path.join(OUT, "recover"), overwrite=True
+    )
+    m = report["metrics"]
+    save("smollm2_sparsegpt24_recover", {
+        "ppl_dense": m["before"]["before_perplexity"],
+        "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
+        "ppl_after_recovery": m["after"]["after_perplexity"],
+        "sparsity": report["compression"]["sparsity"],
+        "timings_s": report["timings_s"],
+        "generation_sample": report.get("generation_sample"),
+    })  # fmt: skip
+
+
 def section_overhead(steps: int = 30) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
@@ -449,6 +517,8 @@ SECTIONS = {
     "quantization": section_quantization,
     "peft": section_peft,
     "distillation": section_distillation,
+    "qlora_memory": section_qlora_memory,
+    "recovery": section_recovery,
     "overhead": section_overhead,
     "oneshot": section_oneshot,
     "peers": section_peers,
