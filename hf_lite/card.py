@@ -17,17 +17,49 @@ LOAD_SNIPPETS = {
 }
 
 
+#: Hub ids behind the offline aliases (for ``base_model`` in the card metadata)
+ALIAS_HUB_IDS = {
+    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+
 def _metric_rows(metrics: dict[str, dict[str, float]]) -> list[str]:
-    before, after = metrics.get("before", {}), metrics.get("after", {})
+    before, middle, after = metrics.get("before", {}), metrics.get("after_oneshot", {}), metrics.get("after", {})
     rows = []
     for key, value in after.items():
         name = key.split("_", 1)[-1]
         if not key.startswith("after_") or name not in ("accuracy", "f1", "recall", "perplexity"):
             continue
         ref = before.get(f"before_{name}")
-        rec = f"{100 * value / ref:.1f}%" if ref and name != "perplexity" else "-"
-        rows.append(f"| {name} | {ref if ref is None else round(ref, 4)} | {round(value, 4)} | {rec} |")
+        mid = middle.get(f"oneshot_{name}")
+        rec = f"{100 * value / ref:.1f}%" if ref else "-"
+        cells = [name, "-" if ref is None else f"{ref:.4g}", "-" if mid is None else f"{mid:.4g}", f"{value:.4g}", rec]
+        rows.append("| " + " | ".join(cells) + " |")
     return rows
+
+
+def _base_license(name_or_path: str) -> str | None:
+    """The ``license:`` of the base model's own card, when it is a local folder (or an offline alias)."""
+    try:
+        from .models import resolve_model_path
+
+        folder = resolve_model_path(name_or_path) if name_or_path in ALIAS_HUB_IDS else name_or_path
+    except FileNotFoundError:
+        return None
+    readme = os.path.join(folder, "README.md")
+    if not os.path.isfile(readme):
+        return "apache-2.0" if name_or_path in ALIAS_HUB_IDS else None  # both aliases are Apache-2.0
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(readme).data.to_dict().get("license")
+
+
+def _layer_summary(layers: dict[str, dict[str, Any]]) -> str:
+    sparsities = [v["sparsity"] for v in layers.values() if v.get("sparsity") is not None]
+    if not sparsities:
+        return ""
+    return f"- per-layer sparsity: min {min(sparsities):.2%}, max {max(sparsities):.2%} over {len(sparsities)} layers\n"
 
 
 def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_id: str | None = None) -> str:
@@ -35,8 +67,11 @@ def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_i
 
     comp = report["compression"]
     task = recipe.model.task
+    name = recipe.model.name_or_path
+    base = ALIAS_HUB_IDS.get(name) or (name if "/" in name and not os.path.exists(name) else None)
     data = ModelCardData(
-        base_model=recipe.model.name_or_path if "/" in recipe.model.name_or_path else None,
+        base_model=base,
+        license=_base_license(name),
         library_name="transformers",
         pipeline_tag="text-classification" if task == "sequence-classification" else "text-generation",
         tags=["hf_lite", "compressed"],
@@ -58,12 +93,15 @@ Compressed with [hf_lite](https://pypi.org/project/hf-lite/) from `{recipe.model
 ## Size
 - parameters: {comp["parameters"]:,}
 - sparsity of the transformer-block linears: {comp["sparsity"]:.2%}
-- bits: {comp["bits"] if comp["bits"] is not None else "float32"}
+{_layer_summary(comp.get("layers", {}))}- bits: {comp["bits"] if comp["bits"] is not None else "float32"}
 - size on disk (safetensors): {size:.1f} MiB
 
 ## Metrics (evaluation set of the recipe)
-| metric | before | after | kept |
-|---|---|---|---|
+"before" is the model as loaded (for a fresh classification head, an untrained head); "after / before"
+is the recovery when the loaded model was already trained (one-shot runs, compression of a fine-tune).
+
+| metric | before | after one-shot | after | after / before |
+|---|---|---|---|---|
 {chr(10).join(_metric_rows(report["metrics"]))}
 
 ## Load

@@ -9,8 +9,8 @@ def push_folder(folder: str, repo_id: str, private: bool = False, token: str | N
     """Create (or reuse) ``repo_id`` and upload ``folder``; the token comes from HF_TOKEN / login."""
     from huggingface_hub import HfApi
 
-    if not os.path.isfile(os.path.join(folder, "config.json")):
-        raise FileNotFoundError(f"{folder} has no config.json; push an exported hf_lite folder")
+    if not any(os.path.isfile(os.path.join(folder, f)) for f in ("config.json", "adapter_config.json")):
+        raise FileNotFoundError(f"{folder} has no config.json or adapter_config.json; push an exported hf_lite folder")
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True)
     summary = "hf_lite export"

@@ -73,3 +73,34 @@ def test_dynamic_int8_card_shows_the_load_time_transform(tmp_path, tiny_bert_dir
     assert main(args) == 0
     card = (out / "README.md").read_text()
     assert "quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)" in card
+
+
+def test_push_calls_the_hub_api_at_the_network_boundary(tmp_path, tiny_bert_dir, tiny_tsv, monkeypatch, capsys):
+    """No network: HfApi is replaced by a recorder; create_repo and upload_folder get what a user asked for."""
+    import huggingface_hub
+
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("init", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("create_repo", repo_id, private, exist_ok))
+
+        def upload_folder(self, folder_path, repo_id, commit_message, ignore_patterns):
+            calls.append(("upload_folder", folder_path, repo_id, commit_message, tuple(ignore_patterns)))
+            return f"https://huggingface.co/{repo_id}/commit/abc"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    assert main(["run", recipe_for(tmp_path, tiny_bert_dir, tiny_tsv)]) == 0
+    out = str(tmp_path / "out")
+    assert main(["push", out, "--repo-id", "me/tiny-sparse", "--private"]) == 0
+    assert ("create_repo", "me/tiny-sparse", True, True) in calls
+    upload = next(c for c in calls if c[0] == "upload_folder")
+    assert upload[1:3] == (out, "me/tiny-sparse") and "magnitude_pruning" in upload[3]
+    assert "commit/abc" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        from hf_lite.hub import push_folder
+
+        push_folder(str(tmp_path), "me/empty")
