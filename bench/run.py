@@ -323,6 +323,23 @@ def section_recovery() -> None:
     })  # fmt: skip
 
 
+def section_latency() -> None:
+    """Re-measure every side-by-side speed-up from the saved folders in one quiet run (3 interleaved repeats)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.quantization.modifiers import dynamic_int8
+
+    torch.set_num_threads(2)
+    load = lambda name: AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, name))  # noqa: E731
+    models = {"dense": load("dense"), "dynamic_int8": dynamic_int8(load("dense"))}
+    for name in ("structured_ffn50_heads25", "student3_kd"):
+        if os.path.exists(os.path.join(OUT, name, "config.json")):
+            models[name] = load(name)
+    lat = side_by_side_latency(models)
+    speedups = {f"{n}_b{b}": lat[f"dense_b{b}"] / lat[f"{n}_b{b}"] for n in models if n != "dense" for b in (1, 8)}
+    save("latency_side_by_side", {"latency_s": lat, "speedup_vs_dense": speedups, "loadavg_before": os.getloadavg()})
+
+
 def section_overhead(steps: int = 30) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
@@ -519,6 +536,7 @@ SECTIONS = {
     "distillation": section_distillation,
     "qlora_memory": section_qlora_memory,
     "recovery": section_recovery,
+    "latency": section_latency,
     "overhead": section_overhead,
     "oneshot": section_oneshot,
     "peers": section_peers,
