@@ -253,6 +253,39 @@ def section_distillation() -> None:
     row.update({"latency_side_by_side_s": lat, "speedup_b8": lat["teacher_b8"] / lat["student_b8"],
                 "speedup_b1": lat["teacher_b1"] / lat["student_b1"]})  # fmt: skip
     save("sst2_student3_kd", row)
+    section_kd_cache(dense_dir)
+
+
+def section_kd_cache(dense_dir: str | None = None, rows: int = 960) -> None:
+    """KD step cost: plain student vs KD vs KD with cache_teacher, 2 epochs of 960 rows (epoch 2 reuses logits)."""
+    from hf_lite.api import run_recipe
+
+    torch.set_num_threads(2)
+    dense_dir = dense_dir or dense_reference()[0]
+    base = json.loads(json.dumps(SST2_BASE))
+    base["model"].update(name_or_path=dense_dir, init_from_teacher={"layers": [0, 2, 4]})
+    base["data"].update(max_train_samples=rows, eval=None)
+    base["training"].update(num_train_epochs=2, learning_rate=1e-4)
+    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.7}
+    out = {}
+    for name, mods, teacher in (
+        ("student_plain", [], False),
+        ("kd", [kd], True),
+        ("kd_cached", [{**kd, "cache_teacher": True}], True),
+    ):
+        recipe = json.loads(json.dumps(base))
+        recipe["modifiers"] = mods
+        if teacher:
+            recipe["teacher"] = {"name_or_path": dense_dir}
+        recipe["export"] = {"output_dir": os.path.join(OUT, f"kdcache_{name}"), "overwrite": True}
+        report = run_recipe(recipe)
+        out[name] = {
+            "train_s": report["timings_s"]["train_s"],
+            "train_loss": report["metrics"]["train"].get("train_loss"),
+        }
+    out["kd_over_plain"] = out["kd"]["train_s"] / out["student_plain"]["train_s"]
+    out["kd_cached_over_plain"] = out["kd_cached"]["train_s"] / out["student_plain"]["train_s"]
+    save("kd_step_cost", {"rows": rows, "epochs": 2, "batch": 32, **out})
 
 
 QLORA_CHILD = r"""
@@ -536,6 +569,7 @@ SECTIONS = {
     "distillation": section_distillation,
     "qlora_memory": section_qlora_memory,
     "recovery": section_recovery,
+    "kd_cache": section_kd_cache,
     "latency": section_latency,
     "overhead": section_overhead,
     "oneshot": section_oneshot,

@@ -115,9 +115,13 @@ class LiteTrainer(Trainer):
         loss, outputs = super().compute_loss(model, {**inputs, **extra}, True, num_items_in_batch)
         teacher_outputs = None
         if self.teacher is not None:
+            forward = next((m.teacher_forward for m in self.session.modifiers if hasattr(m, "teacher_forward")), None)
             with torch.no_grad():
-                t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-                teacher_outputs = self.teacher(**t_inputs, **extra)
+                if forward is not None:  # the distillation modifier may serve cached teacher logits
+                    teacher_outputs = forward(self.teacher, inputs, extra)
+                else:
+                    t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+                    teacher_outputs = self.teacher(**t_inputs, **extra)
         terms = self.session.loss_terms(outputs, inputs, teacher_outputs)
         if terms:
             loss = loss * self._task_weight() + self._scale(sum(terms.values()), inputs, num_items_in_batch)

@@ -35,7 +35,8 @@ def make_tokenizer(folder: str):
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     with open(os.path.join(folder, "vocab.txt"), "w") as f:
         f.write("\n".join(vocab) + "\n")
-    tok = BertTokenizerFast(vocab_file=os.path.join(folder, "vocab.txt"))
+    # transformers 5 ignores vocab_file here (the tokenizer would know only the special tokens): pass the dict
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     tok.save_pretrained(folder)
     return tok
 

@@ -35,6 +35,9 @@ class DistillationSettings(Settings):
     attention_weight: float = 0.0
     #: label value to ignore (padding, prompt tokens) in causal-LM distillation
     ignore_index: int = -100
+    #: compute the teacher's logits once per distinct example and reuse them in later epochs
+    #: (sequence classification, logits-only KD, data without augmentation); kept in CPU memory
+    cache_teacher: bool = False
 
     def validate(self) -> None:
         if self.temperature <= 0:
@@ -44,6 +47,8 @@ class DistillationSettings(Settings):
         for f in ("hidden_weight", "attention_weight"):
             if getattr(self, f) < 0:
                 self.fail(f, "must be >= 0")
+        if self.cache_teacher and (self.hidden_weight > 0 or self.attention_weight > 0):
+            self.fail("cache_teacher", "caches logits only; set hidden_weight and attention_weight to 0 to use it")
         if isinstance(self.layer_map, dict) and not all(
             isinstance(k, int) and isinstance(v, int) and k >= 0 and v >= 0 for k, v in self.layer_map.items()
         ):
@@ -83,6 +88,9 @@ class DistillationModifier(Modifier):
         self.pairs: list[tuple[int, int]] = []
         self.causal = False
         self.proj: nn.ModuleList | None = None  # registered on the student so the optimizer trains it
+        self.cache: dict[bytes, torch.Tensor] = {}
+        self.cache_hits = 0
+        self.cache_misses = 0
 
     @property
     def needs_outputs(self) -> tuple[str, ...]:  # type: ignore[override]
@@ -110,6 +118,10 @@ class DistillationModifier(Modifier):
             raise RecipeError(
                 f"distillation: student vocab_size {vs} != teacher vocab_size {vt}; the tokenizers must match"
             )
+        if self.causal and s.cache_teacher:
+            raise RecipeError(
+                "distillation.cache_teacher: supported for sequence classification only (LM logits are too large)"
+            )
         if not self.causal and model.config.num_labels != teacher.config.num_labels:
             raise RecipeError(
                 f"distillation: student has {model.config.num_labels} labels, teacher {teacher.config.num_labels}"
@@ -134,6 +146,30 @@ class DistillationModifier(Modifier):
             for m in (model, teacher):  # attention probabilities need the eager kernel
                 m.set_attn_implementation("eager")
         return model
+
+    @torch.no_grad()
+    def teacher_forward(self, teacher: nn.Module, inputs: dict[str, Any], extra: dict[str, bool]) -> Any:
+        """The teacher's outputs for a batch; with ``cache_teacher`` each distinct example runs once."""
+        t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        if not self.settings.cache_teacher:
+            return teacher(**t_inputs, **extra)
+        ids, mask = inputs["input_ids"], inputs.get("attention_mask")
+        keys = [
+            (row[m.bool()] if m is not None else row).cpu().numpy().tobytes()
+            for row, m in zip(ids, mask if mask is not None else [None] * len(ids))
+        ]
+        missing = [i for i, k in enumerate(keys) if k not in self.cache]
+        if missing:
+            logits = teacher(**{k: v[missing] for k, v in t_inputs.items()}).logits.float().cpu()
+            for i, row in zip(missing, logits):
+                self.cache[keys[i]] = row
+        self.cache_misses += len(missing)
+        self.cache_hits += len(keys) - len(missing)
+        return {"logits": torch.stack([self.cache[k] for k in keys]).to(ids.device)}
+
+    def stats(self) -> dict[str, float]:
+        seen = self.cache_hits + self.cache_misses
+        return {"teacher_cache_hit_rate": self.cache_hits / seen} if self.settings.cache_teacher and seen else {}
 
     def loss(self, outputs: Any, inputs: dict[str, Any], teacher_outputs: Any, ctx: Context) -> dict[str, torch.Tensor]:
         s = self.settings

@@ -110,3 +110,25 @@ def test_kd_beats_nothing_sanity(tmp_path, tiny_dataset):
     with torch.no_grad():
         gap1 = (student(**batch).logits - teacher(**batch).logits).pow(2).mean()
     assert gap1 < gap0 * 0.5
+
+
+def test_cache_teacher_runs_each_example_once_and_trains_the_same(tmp_path, tiny_dataset):
+    recipe = [{"type": "distillation", "alpha": 0.7, "temperature": 2.0}]
+    runs = {}
+    for cache in (False, True):
+        teacher, rows = tiny_bert(seed=3, dropout=0.0), []
+        teacher.bert.embeddings.register_forward_hook(lambda m, i, o, rows=rows: rows.append(o.shape[0]))
+        trainer = lite(
+            tmp_path / str(cache),
+            tiny_dataset,
+            [{**recipe[0], "cache_teacher": cache}],
+            model=tiny_bert(dropout=0.0),
+            teacher=teacher,
+            max_steps=16,  # 64 rows, batch 8: two epochs
+        )
+        runs[cache] = (sum(rows), trainer.model)
+    assert runs[False][0] == 128 and runs[True][0] == 64  # the second epoch never calls the teacher
+    for (n, a), (_, b) in zip(runs[False][1].named_parameters(), runs[True][1].named_parameters()):
+        assert torch.allclose(a, b, atol=1e-5), n
+    with pytest.raises(RecipeError, match="logits only"):
+        lite(tmp_path / "bad", tiny_dataset, [{**recipe[0], "cache_teacher": True, "hidden_weight": 1.0}], train=False)
