@@ -28,6 +28,7 @@ SST2_LABELS = {
     "ptq_dynamic_int8": "dynamic int8 after fine-tune",
     "student3_no_kd": "3-layer student, no KD",
     "student3_kd": "3-layer student, KD (logits + hidden)",
+    "student3_kd_logits": "3-layer student, KD (logits only)",
 }
 
 

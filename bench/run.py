@@ -256,6 +256,19 @@ def section_distillation() -> None:
     section_kd_cache(dense_dir)
 
 
+def section_kd_logits() -> None:
+    """The 3-layer student with logits-only KD (alpha 0.5, T 2): the variant without hidden-state transfer."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    student = {
+        "model__name_or_path": dense_dir,
+        "model__init_from_teacher": {"layers": [0, 2, 4]},
+        "training__learning_rate": 1e-4,
+    }
+    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.5}]
+    sst2_row("student3_kd_logits", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
+
+
 def section_kd_cache(dense_dir: str | None = None, rows: int = 960) -> None:
     """KD step cost: plain student vs KD vs KD with cache_teacher, 2 epochs of 960 rows (epoch 2 reuses logits)."""
     from hf_lite.api import run_recipe
@@ -570,6 +583,7 @@ SECTIONS = {
     "qlora_memory": section_qlora_memory,
     "recovery": section_recovery,
     "kd_cache": section_kd_cache,
+    "kd_logits": section_kd_logits,
     "latency": section_latency,
     "overhead": section_overhead,
     "oneshot": section_oneshot,
