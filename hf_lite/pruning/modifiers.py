@@ -15,6 +15,16 @@ from .masks import global_masks, nm_mask, parse_pattern, topk_mask
 from .schedules import is_update_step, sparsity_at
 
 
+def check_schedule(s: Settings) -> None:
+    """``start``/``end`` as steps or fractions, end not before start, ``update_every`` >= 1."""
+    check_step_or_fraction(s, "start")
+    check_step_or_fraction(s, "end")
+    if type(s.start) is type(s.end) and s.end < s.start:
+        s.fail("end", f"must not come before start ({s.start})")
+    if s.update_every < 1:
+        s.fail("update_every", "must be >= 1")
+
+
 def _check_pattern(s: Settings) -> None:
     if s.pattern == "unstructured":
         return
@@ -57,12 +67,7 @@ class MagnitudePruningSettings(Settings):
                 self.fail(f, "must be in [0, 1): 0.8 prunes 80% of the weights")
         if self.init_sparsity > self.final_sparsity:
             self.fail("init_sparsity", f"must not exceed final_sparsity ({self.final_sparsity})")
-        check_step_or_fraction(self, "start")
-        check_step_or_fraction(self, "end")
-        if type(self.start) is type(self.end) and self.end < self.start:
-            self.fail("end", f"must not come before start ({self.start})")
-        if self.update_every < 1:
-            self.fail("update_every", "must be >= 1")
+        check_schedule(self)
         _check_pattern(self)
         if self.pattern != "unstructured" and self.scope == "global":
             self.fail("scope", "N:M patterns are per layer; use scope: layer")

@@ -29,8 +29,9 @@ from torch import nn
 
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.session import broadcast_
-from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction
+from ..core.settings import RecipeError, Settings, StepOrFraction
 from ..core.targets import decoder_blocks
+from .modifiers import check_schedule
 from .schedules import is_update_step, sparsity_at
 
 logger = logging.getLogger(__name__)
@@ -64,12 +65,7 @@ class StructuredPruningSettings(Settings):
                 self.fail(f, "must be in [0, 1): 0.25 removes a quarter of the units in every block")
         if self.heads == 0 and self.ffn == 0:
             self.fail("heads", "set heads and/or ffn above 0 (nothing would be pruned)")
-        check_step_or_fraction(self, "start")
-        check_step_or_fraction(self, "end")
-        if type(self.start) is type(self.end) and self.end < self.start:
-            self.fail("end", f"must not come before start ({self.start})")
-        if self.update_every < 1:
-            self.fail("update_every", "must be >= 1")
+        check_schedule(self)
 
 
 @dataclasses.dataclass
