@@ -33,6 +33,9 @@ class HeadOnlySettings(Settings):
 
     #: also train the last k transformer blocks
     unfreeze_last: int = 0
+    #: also train BERT's pooler (the [CLS] projection feeding the classifier); sentence-transformers
+    #: checkpoints such as all-MiniLM-L6-v2 ship it untrained, so a frozen pooler starves the head
+    pooler: bool = True
 
     def validate(self) -> None:
         if self.unfreeze_last < 0:
@@ -54,7 +57,8 @@ class HeadOnlyModifier(Modifier):
         for name, p in model.named_parameters():
             block = BLOCK_INDEX.search(name)
             in_kept_layer = block is not None and int(block.group(1)) in keep_layers
-            p.requires_grad = any(name.startswith(h + ".") for h in heads) or in_kept_layer
+            in_pooler = self.settings.pooler and ".pooler." in f".{name}"
+            p.requires_grad = any(name.startswith(h + ".") for h in heads) or in_kept_layer or in_pooler
         self.trainable, self.total = count_trainable(model)
         logger.info(
             "head_only: %s of %s parameters trainable (%.2f%%)",

@@ -14,7 +14,10 @@ def test_head_only_counts(tmp_path, tiny_dataset):
     model = tiny_bert(layers=2)
     t = lite(tmp_path, tiny_dataset, [{"type": "head_only"}], model=model, train=False, max_steps=2)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"classifier.weight", "classifier.bias"}
+    assert trainable == {"classifier.weight", "classifier.bias", "bert.pooler.dense.weight", "bert.pooler.dense.bias"}
+    model3 = tiny_bert(layers=2)
+    lite(tmp_path, tiny_dataset, [{"type": "head_only", "pooler": False}], model=model3, train=False)
+    assert {n for n, p in model3.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
     frozen = model.bert.encoder.layer[0].output.dense.weight.clone()
     t.train()
     assert torch.equal(frozen, model.bert.encoder.layer[0].output.dense.weight)
