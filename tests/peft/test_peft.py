@@ -180,3 +180,21 @@ def test_lora_with_qat_merges_then_converts_onto_the_grid(tmp_path, tiny_dataset
     final.save_pretrained(tmp_path / "merged")
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "merged")
     assert model_report(reloaded)["bits"] == 8.0
+
+
+def test_lora_student_with_distillation(tmp_path, tiny_dataset):
+    """LoRA on the student and KD from a teacher in one recipe: only adapters (and the head) train,
+    the KD term is logged, and the merged student reloads as a plain model."""
+    from transformers import AutoModelForSequenceClassification
+
+    teacher = tiny_bert(layers=2, seed=3, dropout=0.0)
+    recipe = [{"type": "lora", "r": 4, "merge": True}, {"type": "distillation", "alpha": 0.7, "temperature": 2.0}]
+    trainer = lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(dropout=0.0), teacher=teacher, max_steps=4)
+    assert any("loss/distillation/soft" in log for log in trainer.state.log_history)
+    assert not any(p.requires_grad for p in teacher.parameters())
+    final = trainer.final_model
+    final.save_pretrained(tmp_path / "student")
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    x = torch.tensor(tiny_dataset[:4]["input_ids"])
+    with torch.no_grad():
+        assert torch.allclose(reloaded(x).logits, final.eval()(x).logits, atol=1e-5)
