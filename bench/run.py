@@ -169,20 +169,8 @@ def section_structured() -> None:
     row = sst2_row("structured_ffn50_heads25", [spec], dense_acc)
     small = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "structured_ffn50_heads25"))
     dense = load_model("minilm-l6", num_labels=2)
-    lat: dict[str, list[float]] = {"dense_b8": [], "small_b8": [], "dense_b1": [], "small_b1": []}
-    for _ in range(3):  # interleaved: the machine is noisy
-        for batch in (8, 1):
-            lat[f"dense_b{batch}"].append(latency(dense, batch))
-            lat[f"small_b{batch}"].append(latency(small, batch))
-    med = {k: statistics.median(v) for k, v in lat.items()}
-    row.update(
-        {
-            "latency_side_by_side_s": med,
-            "speedup_b8": med["dense_b8"] / med["small_b8"],
-            "speedup_b1": med["dense_b1"] / med["small_b1"],
-            "dense_parameters": sum(p.numel() for p in dense.parameters()),
-        }
-    )
+    row = with_speedups(row, {"dense": dense, "small": small})
+    row["dense_parameters"] = sum(p.numel() for p in dense.parameters())
     save("sst2_structured_ffn50_heads25", row)
 
 
@@ -194,6 +182,24 @@ def side_by_side_latency(models: dict, batches=(8, 1), repeats: int = 3) -> dict
             for name, model in models.items():
                 times[f"{name}_b{b}"].append(latency(model, b))
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def with_speedups(row: dict, models: dict) -> dict:
+    """``row`` plus side-by-side latencies of two models; speed-up = first model's time / second's."""
+    (base, _), (other, _) = models.items()
+    lat = side_by_side_latency(models)
+    row.update(latency_side_by_side_s=lat, speedup_b8=lat[f"{base}_b8"] / lat[f"{other}_b8"],
+               speedup_b1=lat[f"{base}_b1"] / lat[f"{other}_b1"])  # fmt: skip
+    return row
+
+
+def student_overrides(teacher_dir: str) -> dict:
+    """A 3-layer student from the teacher's blocks 0, 2, 4, at the students' learning rate."""
+    return {
+        "model__name_or_path": teacher_dir,
+        "model__init_from_teacher": {"layers": [0, 2, 4]},
+        "training__learning_rate": 1e-4,
+    }
 
 
 def dense_reference() -> tuple[str, float]:
@@ -216,10 +222,7 @@ def section_quantization() -> None:
     row = sst2_row("ptq_dynamic_int8", [{"type": "ptq", "method": "dynamic_int8"}], dense_acc, **no_train)
     dense = AutoModelForSequenceClassification.from_pretrained(dense_dir)
     quantized = dynamic_int8(AutoModelForSequenceClassification.from_pretrained(dense_dir))
-    lat = side_by_side_latency({"fp32": dense, "dynamic_int8": quantized})
-    row.update({"latency_side_by_side_s": lat, "speedup_b8": lat["fp32_b8"] / lat["dynamic_int8_b8"],
-                "speedup_b1": lat["fp32_b1"] / lat["dynamic_int8_b1"]})  # fmt: skip
-    save("sst2_ptq_dynamic_int8", row)
+    save("sst2_ptq_dynamic_int8", with_speedups(row, {"fp32": dense, "dynamic_int8": quantized}))
     sst2_row("qat_int8", [{"type": "qat", "bits": 8}], dense_acc)
     sst2_row("qat_int4_g32", [{"type": "qat", "bits": 4, "group_size": 32}], dense_acc)
 
@@ -238,21 +241,13 @@ def section_distillation() -> None:
 
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
-    student = {
-        "model__name_or_path": dense_dir,
-        "model__init_from_teacher": {"layers": [0, 2, 4]},
-        "training__learning_rate": 1e-4,
-    }
+    student = student_overrides(dense_dir)
     sst2_row("student3_no_kd", [], dense_acc, **student)
     kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0, "layer_map": "uniform"}]
     row = sst2_row("student3_kd", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
-    lat = side_by_side_latency({
-        "teacher": AutoModelForSequenceClassification.from_pretrained(dense_dir),
-        "student": AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "student3_kd")),
-    })  # fmt: skip
-    row.update({"latency_side_by_side_s": lat, "speedup_b8": lat["teacher_b8"] / lat["student_b8"],
-                "speedup_b1": lat["teacher_b1"] / lat["student_b1"]})  # fmt: skip
-    save("sst2_student3_kd", row)
+    teacher = AutoModelForSequenceClassification.from_pretrained(dense_dir)
+    student_model = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "student3_kd"))
+    save("sst2_student3_kd", with_speedups(row, {"teacher": teacher, "student": student_model}))
     section_kd_cache(dense_dir)
 
 
@@ -260,11 +255,7 @@ def section_kd_logits() -> None:
     """The 3-layer student with logits-only KD (alpha 0.5, T 2): the variant without hidden-state transfer."""
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
-    student = {
-        "model__name_or_path": dense_dir,
-        "model__init_from_teacher": {"layers": [0, 2, 4]},
-        "training__learning_rate": 1e-4,
-    }
+    student = student_overrides(dense_dir)
     kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.5}]
     sst2_row("student3_kd_logits", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
 

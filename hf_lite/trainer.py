@@ -101,6 +101,10 @@ class LiteTrainer(Trainer):
             self.teacher.to(self.args.device).eval()
             self.teacher.requires_grad_(False)
         self._term_sums: dict[str, torch.Tensor] = {}  # on device: no host sync per step
+        # the distillation modifier may serve cached teacher logits; looked up once, not per step
+        self._teacher_forward = next(
+            (m.teacher_forward for m in self.session.modifiers if hasattr(m, "teacher_forward")), None
+        )
         self._term_count = 0
 
     @property
@@ -115,9 +119,9 @@ class LiteTrainer(Trainer):
         loss, outputs = super().compute_loss(model, {**inputs, **extra}, True, num_items_in_batch)
         teacher_outputs = None
         if self.teacher is not None:
-            forward = next((m.teacher_forward for m in self.session.modifiers if hasattr(m, "teacher_forward")), None)
+            forward = self._teacher_forward
             with torch.no_grad():
-                if forward is not None:  # the distillation modifier may serve cached teacher logits
+                if forward is not None:
                     teacher_outputs = forward(self.teacher, inputs, extra)
                 else:
                     t_inputs = {k: v for k, v in inputs.items() if k != "labels"}

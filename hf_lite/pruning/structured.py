@@ -94,12 +94,6 @@ class UnitGroup:
     parts: list[Part]
     removable: bool = True
 
-    def weight_mask(self, part: Part, keep: torch.Tensor) -> torch.Tensor:
-        w = part.module.weight
-        if part.axis == 0:
-            return keep.repeat_interleave(part.width).unsqueeze(1).expand_as(w)
-        return keep.repeat_interleave(part.width).unsqueeze(0).expand_as(w)
-
     def kept_index(self, part: Part, keep: torch.Tensor) -> torch.Tensor:
         return torch.nonzero(keep.repeat_interleave(part.width)).squeeze(1)
 
@@ -221,7 +215,7 @@ class StructuredPruningModifier(Modifier):
             )
         keep = self.keep.get(self.key(g))
         if keep is not None:
-            score[keep == 0] = -1.0  # pruned units stay pruned
+            score[keep.to(score.device) == 0] = -1.0  # pruned units stay pruned
         return score
 
     @torch.no_grad()
@@ -230,46 +224,49 @@ class StructuredPruningModifier(Modifier):
             n = _units_to_prune(g.units, fraction_of[g.kind])
             keep = torch.ones(g.units)
             if n > 0:
-                keep[torch.topk(self.importance(g), n, largest=False).indices] = 0.0
+                keep[torch.topk(self.importance(g).cpu(), n, largest=False).indices] = 0.0
             self.keep[self.key(g)] = broadcast_(keep)
+        self._rebuild_masks()
         self.apply_to_weights()
 
-    @torch.no_grad()
-    def apply_to_weights(self) -> None:
+    def _rebuild_masks(self) -> None:
+        """(parameter, broadcastable 0/1 mask) pairs, rebuilt only when the kept units change, so the
+        per-step work is one in-place multiply per parameter."""
+        self._masks: list[tuple[nn.Parameter, torch.Tensor]] = []
         for g in self.groups:
             keep = self.keep.get(self.key(g))
             if keep is None:
                 continue
             for p in g.parts:
                 w = p.module.weight
-                w.mul_(g.weight_mask(p, keep.to(w.device, w.dtype)))
+                units = keep.to(w.device, w.dtype).repeat_interleave(p.width)
+                self._masks.append((w, units.unsqueeze(1) if p.axis == 0 else units.unsqueeze(0)))
                 if p.axis == 0 and p.module.bias is not None:
-                    p.module.bias.mul_(keep.to(w.device, w.dtype).repeat_interleave(p.width))
+                    self._masks.append((p.module.bias, units))
+
+    @torch.no_grad()
+    def apply_to_weights(self) -> None:
+        for param, mask in getattr(self, "_masks", []):
+            param.mul_(mask)
 
     @torch.no_grad()
     def before_optimizer_step(self, model: nn.Module, ctx: Context) -> None:
         if self.settings.importance == "taylor" and ctx.step <= self.end_step:
-            for g in self.groups:
-                contrib = 0.0
-                for p in g.parts:
-                    if p.module.weight.grad is not None:
-                        wg = p.module.weight.detach().float() * p.module.weight.grad.float()
-                        contrib = contrib + p.unit_view(wg, g.units).reshape(g.units, -1).sum(1)
-                if isinstance(contrib, torch.Tensor):
-                    k = self.key(g)
-                    self.taylor[k] = self.taylor.get(k, torch.zeros(g.units)) + contrib.cpu() ** 2
-        for g in self.groups:
-            keep = self.keep.get(self.key(g))
-            if keep is None:
-                continue
-            for p in g.parts:
-                grad = p.module.weight.grad
-                if grad is not None:
-                    grad.mul_(g.weight_mask(p, keep.to(grad.device, grad.dtype)))
-                if p.axis == 0 and p.module.bias is not None and p.module.bias.grad is not None:
-                    p.module.bias.grad.mul_(
-                        keep.to(grad.device if grad is not None else "cpu").repeat_interleave(p.width)
-                    )
+            for g in self.groups:  # stays on the device: no host sync per step
+                parts = [p for p in g.parts if p.module.weight.grad is not None]
+                if not parts:
+                    continue
+                contrib = sum(
+                    p.unit_view(p.module.weight.detach().float() * p.module.weight.grad.float(), g.units)
+                    .reshape(g.units, -1)
+                    .sum(1)
+                    for p in parts
+                )
+                k = self.key(g)
+                self.taylor[k] = self.taylor[k] + contrib**2 if k in self.taylor else contrib**2
+        for param, mask in getattr(self, "_masks", []):
+            if param.grad is not None:
+                param.grad.mul_(mask)
 
     def after_optimizer_step(self, model: nn.Module, ctx: Context) -> None:
         self.apply_to_weights()
@@ -327,13 +324,14 @@ class StructuredPruningModifier(Modifier):
     def state_dict(self) -> dict:
         state = super().state_dict()
         state.update({f"keep.{k}": v for k, v in self.keep.items()})
-        state.update({f"taylor.{k}": v for k, v in self.taylor.items()})
+        state.update({f"taylor.{k}": v.cpu() for k, v in self.taylor.items()})
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.keep = {k[len("keep.") :]: v.float() for k, v in state.items() if k.startswith("keep.")}
         self.taylor = {k[len("taylor.") :]: v.float() for k, v in state.items() if k.startswith("taylor.")}
+        self._rebuild_masks()
         self.apply_to_weights()
 
 
