@@ -198,3 +198,18 @@ def test_lora_student_with_distillation(tmp_path, tiny_dataset):
     x = torch.tensor(tiny_dataset[:4]["input_ids"])
     with torch.no_grad():
         assert torch.allclose(reloaded(x).logits, final.eval()(x).logits, atol=1e-5)
+
+
+def test_lora_resume_equals_uninterrupted(tmp_path, tiny_dataset):
+    """Adapter weights (and the head in modules_to_save) come back from peft's own checkpoint files."""
+    recipe = [{"type": "lora", "r": 4, "merge": False}]
+    full = lite(tmp_path / "a", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=6)
+    args = dict(max_steps=6, save_strategy="steps", save_steps=3)
+    lite(tmp_path / "b", tiny_dataset, recipe, model=tiny_bert(dropout=0.0), **args)
+    resumed = lite(tmp_path / "b", tiny_dataset, recipe, model=tiny_bert(dropout=0.0),
+                   resume=str(tmp_path / "b" / "out" / "checkpoint-3"), **args)  # fmt: skip
+    a = {n: p for n, p in full.model.named_parameters() if p.requires_grad}
+    b = {n: p for n, p in resumed.model.named_parameters() if p.requires_grad}
+    assert a.keys() == b.keys() and any("lora_" in n for n in a)
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-6), n
