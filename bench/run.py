@@ -260,6 +260,32 @@ def section_kd_logits() -> None:
     sst2_row("student3_kd_logits", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
 
 
+def section_smollm2_kd(steps: int = 30) -> None:
+    """Half-depth SmolLM2 student (layers 0, 2, ..., 28) on tiny_shakespeare: logits KD vs no KD, same steps."""
+    from hf_lite.api import run_recipe
+
+    torch.set_num_threads(2)
+    rows = {}
+    for name, mods in (("no_kd", []), ("kd", [{"type": "distillation", "temperature": 2.0, "alpha": 0.5}])):
+        recipe = {
+            "model": {"name_or_path": "smollm2-135m", "task": "causal-lm", "init_from_teacher": {"layers": list(range(0, 30, 2))}},
+            "data": {"train": f"{SHARED}/tiny_shakespeare/input.txt", "eval": f"{SHARED}/wikitext2_raw/wiki.test.raw",
+                     "max_length": 256, "max_train_samples": 2 * steps, "max_eval_samples": 8},
+            "training": {"max_steps": steps, "learning_rate": 1e-4, "per_device_train_batch_size": 2,
+                         "per_device_eval_batch_size": 4, "seed": 0, "logging_steps": 5},
+            "modifiers": mods,
+            "export": {"output_dir": os.path.join(OUT, f"smollm2_half_{name}"), "overwrite": True},
+        }  # fmt: skip
+        if mods:
+            recipe["teacher"] = {"name_or_path": "smollm2-135m"}
+        report = run_recipe(recipe)
+        m = report["metrics"]
+        rows[name] = {"ppl_before": m["before"]["before_perplexity"], "ppl_after": m["after"]["after_perplexity"],
+                      "train_s": report["timings_s"].get("train_s"), "parameters": report["compression"]["parameters"]}  # fmt: skip
+    save("smollm2_half_depth_kd", {"steps": steps, "batch": 2, "seq_len": 256,
+                                   "eval": "WikiText-2 test, 8 x 256 tokens", "rows": rows})  # fmt: skip
+
+
 def section_kd_cache(dense_dir: str | None = None, rows: int = 960) -> None:
     """KD step cost: plain student vs KD vs KD with cache_teacher, 2 epochs of 960 rows (epoch 2 reuses logits)."""
     from hf_lite.api import run_recipe
@@ -575,6 +601,7 @@ SECTIONS = {
     "recovery": section_recovery,
     "kd_cache": section_kd_cache,
     "kd_logits": section_kd_logits,
+    "smollm2_kd": section_smollm2_kd,
     "latency": section_latency,
     "overhead": section_overhead,
     "oneshot": section_oneshot,
