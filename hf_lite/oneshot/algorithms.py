@@ -52,7 +52,7 @@ def wanda_mask(
 
 
 # -- inverse Hessian shared by SparseGPT and GPTQ -------------------------------------------------------
-def _prepare(weight: torch.Tensor, hessian: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Float copies; dead inputs (never active in calibration) get weight 0 and a unit diagonal."""
     w = weight.detach().float().clone()
     h = hessian.detach().float().clone()
@@ -87,7 +87,7 @@ def sparsegpt_(
     """SparseGPT: (pruned weight, mask). Within each block of ``block_size`` columns the mask keeps
     the weights with the largest w^2 / [H^-1]_jj^2 (exactly ``round(sparsity * numel)`` pruned per
     block), then each column's pruning error is pushed onto the later columns."""
-    w, h = _prepare(weight, hessian, damp)
+    w, h = _prepare(weight, hessian)
     hinv = _upper_inverse_cholesky(h, damp)
     rows, cols = w.shape
     mask = torch.ones_like(w)
@@ -209,7 +209,7 @@ def gptq_(
     columns are visited by decreasing Hessian diagonal and the groups are fixed up front on the
     original column order ("static groups"), so the saved weights keep a plain per-group grid.
     """
-    w, h = _prepare(weight, hessian, damp)
+    w, h = _prepare(weight, hessian)
     keep = (weight.detach() != 0).float() if bool((weight == 0).any()) else None
     rows, cols = w.shape
     groups = _groups(cols, group_size)

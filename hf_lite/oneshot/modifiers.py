@@ -17,7 +17,6 @@ from torch import nn
 
 from ..core.modifier import Context, register_modifier
 from ..core.settings import RecipeError, Settings
-from ..core.targets import find_linear_targets
 from ..pruning.base import MaskedModifier, base_weight
 from ..pruning.masks import parse_pattern
 from ..pruning.modifiers import _check_pattern
@@ -124,8 +123,7 @@ class OneShotModifier(MaskedModifier):
         self.applied = False
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        s = self.settings
-        self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
+        model = super().initialize(model, ctx)  # target resolution shared with the pruning modifiers
         for name, module in self.modules.items():
             w = base_weight(module)
             if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):

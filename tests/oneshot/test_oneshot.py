@@ -149,6 +149,28 @@ def test_sparse_then_gptq_keeps_the_zeros():
 
 
 # -- export and reload -------------------------------------------------------------------------------
+RELOAD = """
+import json, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
+ws = [mod.weight for n, mod in m.named_modules() if n.startswith("model.layers.") and isinstance(mod, torch.nn.Linear)]
+with torch.no_grad():
+    logits = m(torch.tensor({ids!r})).logits
+print(json.dumps({{"logits": logits.tolist(), "sparsity": sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)}}))
+"""
+
+
+def reload_fresh(model, folder: str) -> tuple[dict, torch.Tensor]:
+    """Logits and block-Linear sparsity from a fresh process without hf_lite, and the in-memory logits."""
+    cal = calibration(2, 12, seed=5)
+    with torch.no_grad():
+        expected = model(cal).logits
+    got = run_fresh(RELOAD.format(folder=folder, ids=cal.tolist()))
+    assert not got["hf_lite_imported"]
+    assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
+    return got, expected
+
+
 def test_gptq_export_reloads_without_hf_lite_and_the_grid_checks(tmp_path):
     model = tiny_llama()
     session = apply_recipe_(
@@ -159,20 +181,7 @@ def test_gptq_export_reloads_without_hf_lite_and_the_grid_checks(tmp_path):
     )
     folder = str(tmp_path / "gptq")
     session.modifiers[0].export(model, folder)
-    cal = calibration(2, 12, seed=5)
-    with torch.no_grad():
-        expected = model(cal).logits
-    got = run_fresh(
-        f"""
-import json, torch
-from transformers import AutoModelForCausalLM
-m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
-with torch.no_grad():
-    print(json.dumps({{"logits": m(torch.tensor({cal.tolist()})).logits.tolist()}}))
-"""
-    )
-    assert not got["hf_lite_imported"]
-    assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
+    reload_fresh(model, folder)
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -192,21 +201,7 @@ def test_sparse_export_reload_gives_same_logits_and_sparsity(tmp_path):
     apply_recipe_(model, {"modifiers": [{"type": "sparsegpt", "pattern": "2:4"}]}, calibration(), progress=False)
     folder = str(tmp_path / "sparse")
     model.save_pretrained(folder)
-    cal = calibration(2, 12, seed=5)
-    with torch.no_grad():
-        expected = model(cal).logits
-    got = run_fresh(
-        f"""
-import json, torch
-from transformers import AutoModelForCausalLM
-m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
-ws = [mod.weight for n, mod in m.named_modules() if n.startswith("model.layers.") and isinstance(mod, torch.nn.Linear)]
-with torch.no_grad():
-    logits = m(torch.tensor({cal.tolist()})).logits
-print(json.dumps({{"logits": logits.tolist(), "sparsity": sum(int((w == 0).sum()) for w in ws) / sum(w.numel() for w in ws)}}))
-"""
-    )
-    assert not got["hf_lite_imported"]
+    got, expected = reload_fresh(model, folder)
     assert got["sparsity"] == 0.5
     assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
 
