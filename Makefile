@@ -33,11 +33,15 @@ bench: install
 	$(PY) bench/run.py --section $(SECTION)
 	$(PY) bench/report.py
 
-# llm-compressor pins its own transformers: it gets a venv of its own, used by `make bench SECTION=peers`
+# llm-compressor pins its own transformers and torchao is a peer, not a dependency: each gets a venv of
+# its own, used by `make bench SECTION=peers` / `SECTION=torchao`
 peers-venv:
 	test -x ../lc-venv/bin/python || python3 -m venv ../lc-venv
 	../lc-venv/bin/pip install -q torch==2.13.0
 	../lc-venv/bin/pip install -q llmcompressor==0.14.0.1
+	test -x ../tao-venv/bin/python || python3 -m venv ../tao-venv
+	../tao-venv/bin/pip install -q torch==2.13.0
+	../tao-venv/bin/pip install -q torchao==0.18.0 "transformers==5.23.*" accelerate datasets
 
 clean:
 	rm -rf .venv runs .pytest_cache

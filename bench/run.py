@@ -209,6 +209,23 @@ def dense_reference() -> tuple[str, float]:
     return folder, json.load(open(os.path.join(RESULTS, "sst2_dense.json")))["accuracy"]
 
 
+def section_prune_finetuned() -> None:
+    """Prune the dense fine-tune (not the pretrained model) with the dense model as KD teacher.
+
+    The usual way to reach high sparsity: the pruned model learns from the dense one while its
+    weights go. Two rows: 80% GMP + logits KD, and the combined recipe (50% GMP + KD + int8 QAT).
+    Each is one more epoch on top of the dense fine-tune (2 epochs of training in all).
+    """
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
+    from_dense = {"model__name_or_path": dense_dir, "teacher__name_or_path": dense_dir, "training__learning_rate": 1e-4}
+    gmp = {"type": "magnitude_pruning", "start": 0.0, "end": 0.6, "update_every": 10, "schedule": "cubic"}
+    sst2_row("gmp80_kd_from_dense", [{**gmp, "final_sparsity": 0.8}, kd], dense_acc, **from_dense)
+    qat = {"type": "qat", "bits": 8, "start": 0.6}
+    sst2_row("combined_gmp50_kd_qat8", [{**gmp, "final_sparsity": 0.5}, kd, qat], dense_acc, **from_dense)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -403,7 +420,7 @@ def section_latency() -> None:
     save("latency_side_by_side", {"latency_s": lat, "speedup_vs_dense": speedups, "loadavg_before": os.getloadavg()})
 
 
-def section_overhead(steps: int = 30) -> None:
+def section_overhead(steps: int = 30, variants_only: tuple[str, ...] | None = None) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
     from transformers import Trainer, TrainingArguments
@@ -427,6 +444,8 @@ def section_overhead(steps: int = 30) -> None:
     extra = os.environ.get("BENCH_OVERHEAD_EXTRA")
     if extra:
         variants.update(json.loads(extra))
+    if variants_only:
+        variants = {k: v for k, v in variants.items() if k == "plain" or k in variants_only}
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(3):  # interleave repeats: the machine is noisy
         for name, recipe in variants.items():
@@ -463,6 +482,53 @@ def section_overhead(steps: int = 30) -> None:
             )
 
 
+def section_torchao() -> None:
+    """torchao int8 QAT (plain Trainer) vs hf_lite's `qat bits: 8`: SST-2 accuracy and step-time ratio.
+
+    TAO_PYTHON: a python with torchao (make peers-venv). Each tool's step-time ratio is taken against a
+    plain Trainer in the same process, interleaved; then the two ratios are compared.
+    """
+    from hf_lite.models import resolve_model_path
+
+    tao_python = os.environ.get("TAO_PYTHON", os.path.join(os.path.dirname(REPO), "tao-venv", "bin", "python"))
+    if not os.path.exists(tao_python):
+        print(f"[bench] torchao: {tao_python} is absent; run `make peers-venv` or set TAO_PYTHON")
+        return
+    model_dir = resolve_model_path("minilm-l6")
+    _, dense_acc = dense_reference()
+    ours = json.load(open(os.path.join(RESULTS, "sst2_qat_int8.json")))
+    theirs = {}
+    for mode in ("accuracy", "overhead", "latency"):
+        load = os.getloadavg()
+        res = subprocess.run(
+            [tao_python, os.path.join(HERE, "peers", "torchao_qat.py"), model_dir, SST2, mode],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        )
+        try:
+            theirs[mode] = {**json.loads(res.stdout.strip().splitlines()[-1]), "loadavg_before": load}
+        except (IndexError, json.JSONDecodeError):
+            theirs[mode] = {"error": res.stderr[-2000:]}
+    section_overhead(variants_only=("qat_int8",))
+    our_overhead = json.load(open(os.path.join(RESULTS, "overhead_qat_int8.json")))
+    save(
+        "qat_int8_vs_torchao",
+        {
+            "dense_accuracy": dense_acc,
+            "hf_lite": {"accuracy": ours["accuracy"], "step_ratio": our_overhead["ratio"], "train_s": ours["train_s"]},
+            "torchao": {
+                "accuracy": theirs["accuracy"].get("accuracy"),
+                "step_ratio": theirs["overhead"].get("ratio"),
+                "train_s": theirs["accuracy"].get("train_s"),
+                "int8_dynamic_speedup_b8": theirs["latency"].get("speedup_b8"),
+                "int8_dynamic_speedup_b1": theirs["latency"].get("speedup_b1"),
+                "raw": theirs,
+            },
+        },
+    )
+
+
 SHARED = os.path.normpath(os.path.join(REPO, "..", "shared", "data"))
 ONESHOT_METHODS = {
     "dense": None,
@@ -485,7 +551,20 @@ ONESHOT_METHODS = {
         "act_order": True,
         "observer": "mse",
     },
-    "gptq_g128": {"type": "gptq", "bits": 4, "group_size": 128},
+    # 128 does not divide SmolLM2's 576 inputs: the last group of those layers is 64 wide
+    "rtn_g128": {"type": "rtn", "bits": 4, "group_size": 128, "symmetric": True},
+    "gptq_g128": {"type": "gptq", "bits": 4, "group_size": 128, "symmetric": True},
+    "gptq_g128_asym_mse_actorder": {
+        "type": "gptq",
+        "bits": 4,
+        "group_size": 128,
+        "symmetric": False,
+        "act_order": True,
+        "observer": "mse",
+    },
+    # the checkpoint itself is a dequantized Q4_1 GGUF (asymmetric, blocks of 32): g32 is its native size
+    "rtn_g32_asym": {"type": "rtn", "bits": 4, "group_size": 32, "symmetric": False},
+    "gptq_g32_asym_actorder": {"type": "gptq", "bits": 4, "group_size": 32, "symmetric": False, "act_order": True},
 }
 
 
@@ -593,6 +672,7 @@ def section_peers(methods: list[str] | None = None) -> None:
 
 SECTIONS = {
     "pruning": section_pruning,
+    "prune_finetuned": section_prune_finetuned,
     "structured": section_structured,
     "quantization": section_quantization,
     "peft": section_peft,
@@ -606,6 +686,7 @@ SECTIONS = {
     "overhead": section_overhead,
     "oneshot": section_oneshot,
     "peers": section_peers,
+    "torchao": section_torchao,
 }
 
 

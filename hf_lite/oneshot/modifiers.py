@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -21,6 +22,8 @@ from ..pruning.base import MaskedModifier, base_weight
 from ..pruning.masks import parse_pattern
 from ..pruning.modifiers import _check_pattern
 from . import algorithms as alg
+
+logger = logging.getLogger(__name__)
 
 GRID_FILE = "quantization_grid.safetensors"
 
@@ -66,8 +69,9 @@ class RTNSettings(Settings):
 
     #: weight bits: 4 or 8
     bits: int = 4
-    #: input weights per scale; null = one scale per output channel. Must divide every target's
-    #: in_features (SmolLM2-135M: 64 divides all layers, 128 does not divide 576)
+    #: input weights per scale; null = one scale per output channel. Column ``c`` belongs to group
+    #: ``c // group_size`` (AutoGPTQ's convention), so a size that does not divide in_features leaves
+    #: a shorter last group: SmolLM2-135M's 576 = 4 x 128 + 64
     group_size: int | None = 128
     #: symmetric grid (zero point 0) or asymmetric (min/max with an integer zero point)
     symmetric: bool = True
@@ -209,17 +213,20 @@ class _WeightQuantizer(OneShotModifier):
 
     def __init__(self, settings: Settings):
         super().__init__(settings)
+        self._ragged_noted: set[str] = set()
         self.scales: dict[str, torch.Tensor] = {}
         self.zeros: dict[str, torch.Tensor] = {}
 
     def check_layer(self, name: str, in_features: int) -> None:
         g = self.settings.group_size
-        if g and in_features % g:
-            divisors = [d for d in (32, 64, 128, 256) if in_features % d == 0]
+        if g and g > in_features:
             raise RecipeError(
-                f"{self.type_name}: group_size {g} does not divide in_features {in_features} of {name}; "
-                f"use a divisor such as {divisors or [in_features]} (or null for per-channel scales)"
+                f"{self.type_name}: group_size {g} is larger than in_features {in_features} of {name}; "
+                f"use at most {in_features}, or null for one scale per output channel"
             )
+        if g and in_features % g and name not in self._ragged_noted:
+            self._ragged_noted.add(name)
+            logger.info(f"{self.type_name}: {name} has {in_features} inputs; its last group is {in_features % g} wide")
 
     @torch.no_grad()
     def _install(self, name: str, module: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
@@ -267,7 +274,7 @@ class _WeightQuantizer(OneShotModifier):
     def grid_metadata(self) -> dict[str, str]:
         s = self.settings
         return {
-            "format": "hf_lite weight grid: W = (q - zero) * scale per group of in_features",
+            "format": "hf_lite weight grid: W = (q - zero) * scale; input column c uses group c // group_size",
             "method": self.type_name,
             "bits": str(s.bits),
             "group_size": json.dumps(s.group_size),

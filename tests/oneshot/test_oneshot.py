@@ -61,6 +61,24 @@ def test_gptq_weights_lie_on_the_returned_grid():
             assert codes.round().min() >= lo and codes.round().max() <= hi
 
 
+def test_group_size_that_does_not_divide_leaves_a_shorter_last_group():
+    # SmolLM2's 576 inputs with groups of 128: column c uses group c // 128, the last group is 64 wide
+    x = correlated_inputs()[:, :56]
+    w = torch.randn(16, 56)
+    h = 2 * x.t() @ x / x.shape[0]
+    for q, scales, zeros in (alg.rtn(w, 4, 24, False), alg.gptq_(w, h, 4, 24, False, act_order=True)):
+        assert scales.shape == (16, 3)
+        group = torch.arange(56) // 24
+        codes = q / scales[:, group] + zeros[:, group]
+        assert torch.allclose(codes, codes.round(), atol=1e-3)
+        assert codes.round().min() >= 0 and codes.round().max() <= 15
+    last = alg.rtn(w[:, 48:], 4, None, False)[0]  # the 8-wide tail is its own group
+    assert torch.allclose(alg.rtn(w, 4, 24, False)[0][:, 48:], last)
+    model = tiny_llama()  # in_features 32 and 64: groups of 24 leave tails of 8 and 16
+    session = apply_recipe_(model, {"modifiers": [{"type": "gptq", "group_size": 24}]}, calibration(), progress=False)
+    assert session.modifiers[0].scales["model.layers.0.mlp.down_proj"].shape == (32, 3)
+
+
 def test_sparsegpt_beats_wanda_and_magnitude_on_the_same_layer():
     x = correlated_inputs()
     w = torch.randn(48, 64, generator=torch.Generator().manual_seed(2))
@@ -269,8 +287,8 @@ def test_bad_settings_fail_before_anything_runs(spec, match):
 def test_bad_model_fit_fails_before_compressing():
     model = tiny_llama()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(RecipeError, match="group_size 24 does not divide"):
-        apply_recipe_(model, {"modifiers": [{"type": "gptq", "group_size": 24}]}, calibration(), progress=False)
+    with pytest.raises(RecipeError, match="group_size 96 is larger than in_features 32"):
+        apply_recipe_(model, {"modifiers": [{"type": "gptq", "group_size": 96}]}, calibration(), progress=False)
     with pytest.raises(RecipeError, match="need training"):
         apply_recipe_(model, {"modifiers": [{"type": "magnitude_pruning"}]}, calibration(), progress=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
