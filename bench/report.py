@@ -20,6 +20,9 @@ SST2_LABELS = {
     "lora_r8": "LoRA r=8 (merged)",
     "gmp50": "GMP 50%",
     "gmp80": "GMP 80%",
+    "gmp80_kd_from_dense": "GMP 80% of the dense fine-tune, dense model as KD teacher (+1 epoch)",
+    "gmp80_global_kd_2ep": "GMP 80% global of the dense fine-tune, KD, +2 epochs",
+    "combined_gmp50_kd_qat8": "combined: GMP 50% + KD + QAT int8, from the dense fine-tune (+1 epoch)",
     "nm24": "2:4 (magnitude, gradual)",
     "structured_ffn50_heads25": "structured: 50% FFN removed, 25% heads zeroed",
     "qat_int8": "QAT int8 per channel",
@@ -54,21 +57,30 @@ def sst2_rows() -> list[tuple[str, dict]]:
     return rows
 
 
-def sst2_table(rows: list[tuple[str, dict]]) -> str:
-    lines = [
-        "| row | accuracy | kept vs dense | parameters | trainable | zeros | bits | safetensors | latency b1 | latency b8 | train |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def sst2_table(rows: list[tuple[str, dict]], compact: bool = False) -> str:
+    """The SST-2 rows; ``compact`` (for the README) drops the per-row latencies, which come from
+    separate runs at different load (the side-by-side speed-ups are the comparable numbers)."""
+    head = ["row", "accuracy", "kept vs dense", "parameters", "trainable", "zeros", "bits", "safetensors"]
+    head += ["train"] if compact else ["latency b1", "latency b8", "train"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for key, r in rows:
         side = r.get("latency_side_by_side_s", {})
         if "dynamic_int8_b8" in side:  # the folder holds float weights; int8 is applied at load time
             r = {**r, "latency_b1_s": side["dynamic_int8_b1"], "latency_b8_s": side["dynamic_int8_b8"]}
-        lines.append(
-            f"| {SST2_LABELS[key]} (`sst2_{key}.json`) | {pct(r['accuracy'])} | {pct(r.get('recovery'))} | "
-            f"{r['parameters'] / 1e6:.1f}M | {pct(r.get('trainable_fraction'))} | {pct(r.get('sparsity'))} | "
-            f"{r.get('bits') or 32} | {num(r.get('disk_mib'), '{:.1f} MiB')} | {num(r.get('latency_b1_s'), '{:.3f} s')} | "
-            f"{num(r.get('latency_b8_s'), '{:.3f} s')} | {num(r.get('train_s'), '{:.0f} s')} |"
-        )
+        cells = [
+            f"{SST2_LABELS[key]} (`sst2_{key}.json`)",
+            pct(r["accuracy"]),
+            pct(r.get("recovery")),
+            f"{r['parameters'] / 1e6:.1f}M",
+            pct(r.get("trainable_fraction")),
+            pct(r.get("sparsity")),
+            str(int(r.get("bits") or 32)),
+            num(r.get("disk_mib"), "{:.1f} MiB"),
+        ]
+        if not compact:
+            cells += [num(r.get("latency_b1_s"), "{:.3f} s"), num(r.get("latency_b8_s"), "{:.3f} s")]
+        cells.append(num(r.get("train_s"), "{:.0f} s"))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -93,8 +105,8 @@ def speedups() -> str:
         ("sst2_student3_kd", "3-layer student vs 6-layer teacher"),
     ):
         r = load(name)
-        if r and "speedup_b8" in r:
-            lines.append(f"| {label} | {r['speedup_b1']:.2f}x | {r['speedup_b8']:.2f}x |")
+        if r and "speedup_b8" in r:  # measured again, side by side, at the end of that row's own run
+            lines.append(f"| {label} (`{name}.json`, its own run) | {r['speedup_b1']:.2f}x | {r['speedup_b8']:.2f}x |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -128,13 +140,24 @@ def oneshot_table() -> str:
     return "\n".join(lines)
 
 
+# llm-compressor's numbers in ../shared/BENCH-PROTOCOL.md (same protocol, another run): ppl / wall time
+PROTOCOL_REFERENCE = {
+    "wanda50": "67.1 / 158 s",
+    "sparsegpt50": "69.3 / 575 s",
+    "sparsegpt24": "217.7 / 818 s",
+    "rtn_g64": "39.9 / 10 s",
+    "gptq_g64": "45.8 / 445-740 s",
+}
+
+
 def peers_table() -> str:
     data = load("oneshot_vs_llmcompressor")
     if not data:
         return ""
     lines = [
-        "| method | hf_lite ppl | llm-compressor ppl | hf_lite time | llm-compressor time | time ratio (theirs / ours) |",
-        "|---|---|---|---|---|---|",
+        "| method | hf_lite ppl | llm-compressor ppl | hf_lite time | llm-compressor time | time ratio (theirs / ours) "
+        "| llm-compressor, protocol reference |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, r in data["rows"].items():
         ours, theirs = r["hf_lite"], r["llmcompressor"]
@@ -142,8 +165,31 @@ def peers_table() -> str:
         ratio = r.get("time_ratio_theirs_over_ours")
         lines.append(
             f"| `{name}` | {num(ours.get('ppl'))} | {their_ppl} | {num(ours.get('compress_s'), '{:.0f} s')} | "
-            f"{num(theirs.get('compress_s'), '{:.0f} s')} | {num(ratio, '{:.1f}x')} |"
+            f"{num(theirs.get('compress_s'), '{:.0f} s')} | {num(ratio, '{:.1f}x')} | {PROTOCOL_REFERENCE.get(name, '-')} |"
         )
+    return "\n".join(lines)
+
+
+def torchao_table() -> str:
+    r = load("qat_int8_vs_torchao")
+    if not r:
+        return ""
+    ours, theirs = r["hf_lite"], r["torchao"]
+    lines = [
+        "| int8 weight QAT, per channel, MiniLM-L6 / SST-2 | accuracy | step time vs plain Trainer | train time |",
+        "|---|---|---|---|",
+        f"| hf_lite `qat bits: 8` (`sst2_qat_int8.json`) | {pct(ours['accuracy'])} | {num(ours['step_ratio'], '{:.2f}x')} | "
+        f"{num(ours['train_s'], '{:.0f} s')} |",
+        f"| torchao 0.18 `QATConfig` + plain Trainer (`qat_int8_vs_torchao.json`) | {pct(theirs['accuracy'])} | "
+        f"{num(theirs['step_ratio'], '{:.2f}x')} | {num(theirs['train_s'], '{:.0f} s')} |",
+    ]
+    if theirs.get("int8_dynamic_speedup_b8"):
+        lines += [
+            "",
+            f"torchao's int8 dynamic-activation/int8-weight inference on this CPU: "
+            f"{theirs['int8_dynamic_speedup_b8']:.3f}x the fp32 speed at batch 8 x 128, "
+            f"{theirs['int8_dynamic_speedup_b1']:.3f}x at batch 1 (below 1 = slower).",
+        ]
     return "\n".join(lines)
 
 
@@ -249,11 +295,46 @@ def main() -> None:
             peers_table(),
             "",
         ]
+    if torchao_table():
+        parts += [
+            "## hf_lite QAT vs torchao QAT (same protocol; each step ratio against a plain Trainer in its own process)",
+            "",
+            torchao_table(),
+            "",
+        ]
     if made:
         parts += ["## Plots", ""] + [f"![{m}](plots/{m})" for m in made] + [""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(parts))
     print(f"wrote {os.path.join(HERE, 'RESULTS.md')} and {len(made)} plot(s)")
+    update_readme(rows)
+
+
+BEGIN, END = "<!-- bench tables: generated by bench/report.py -->", "<!-- end of bench tables -->"
+
+
+def update_readme(rows: list[tuple[str, dict]]) -> None:
+    """Rewrite the README's table block from the same JSON files, so its numbers cannot drift."""
+    readme = os.path.join(os.path.dirname(HERE), "README.md")
+    text = open(readme, encoding="utf-8").read()
+    if BEGIN not in text or END not in text:
+        print("README.md has no bench-table markers; left alone")
+        return
+    block = ["**SST-2 on MiniLM-L6** (`bench/results/sst2_*.json`)", "", sst2_table(rows, compact=True), ""]
+    for title, table in (
+        ("**Speed-ups, measured side by side**", speedups()),
+        ("**Training-step overhead vs a plain Trainer** (30 steps, 3 interleaved repeats)", overhead_table()),
+        ("**hf_lite QAT vs torchao QAT**", torchao_table()),
+        ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
+        ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
+    ):
+        if table:
+            block += [title, "", table, ""]
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    with open(readme, "w", encoding="utf-8") as f:
+        f.write(head + BEGIN + "\n" + "\n".join(block) + END + tail)
+    print(f"updated the bench tables in {readme}")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,23 @@ def section_prune_finetuned() -> None:
     sst2_row("combined_gmp50_kd_qat8", [{**gmp, "final_sparsity": 0.5}, kd, qat], dense_acc, **from_dense)
 
 
+def section_gmp80_long() -> None:
+    """80% GMP of the dense fine-tune with KD over 2 more epochs, global scope, half the run spent at 80%."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 10}
+    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
+    sst2_row(
+        "gmp80_global_kd_2ep",
+        [{**gmp, "scope": "global"}, kd],
+        dense_acc,
+        model__name_or_path=dense_dir,
+        teacher__name_or_path=dense_dir,
+        training__learning_rate=1e-4,
+        training__num_train_epochs=2,
+    )
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -673,6 +690,7 @@ def section_peers(methods: list[str] | None = None) -> None:
 SECTIONS = {
     "pruning": section_pruning,
     "prune_finetuned": section_prune_finetuned,
+    "gmp80_long": section_gmp80_long,
     "structured": section_structured,
     "quantization": section_quantization,
     "peft": section_peft,
