@@ -28,6 +28,8 @@ SST2_LABELS = {
     "qat_int8": "QAT int8 per channel",
     "qat_int4_g32": "QAT int4 g32",
     "ptq_rtn_int4_g32": "RTN int4 g32 after fine-tune",
+    "qat_int4_per_channel": "QAT int4 per channel",
+    "ptq_rtn_int4_per_channel": "RTN int4 per channel after fine-tune",
     "ptq_dynamic_int8": "dynamic int8 after fine-tune",
     "student3_no_kd": "3-layer student, no KD",
     "student3_kd": "3-layer student, KD (logits + hidden)",
@@ -170,6 +172,21 @@ def peers_table() -> str:
     return "\n".join(lines)
 
 
+def formats_table() -> str:
+    r = load("formats_sst2")
+    if not r:
+        return ""
+    lines = [
+        "| saved format of the dense fine-tune | model.safetensors | vs fp32 | accuracy after `from_pretrained` |",
+        "|---|---|---|---|",
+    ]
+    for name, row in r["rows"].items():
+        lines.append(
+            f"| `{name}` | {row['safetensors_mib']:.1f} MiB | {row['size_vs_fp32']:.2f}x | {pct(row['accuracy'])} |"
+        )
+    return "\n".join(lines)
+
+
 def torchao_table() -> str:
     r = load("qat_int8_vs_torchao")
     if not r:
@@ -295,6 +312,13 @@ def main() -> None:
             peers_table(),
             "",
         ]
+    if formats_table():
+        parts += [
+            "## Disk size of each saved format (dense fine-tune, reloaded with plain from_pretrained)",
+            "",
+            formats_table(),
+            "",
+        ]
     if torchao_table():
         parts += [
             "## hf_lite QAT vs torchao QAT (same protocol; each step ratio against a plain Trainer in its own process)",
@@ -324,6 +348,10 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
     for title, table in (
         ("**Speed-ups, measured side by side**", speedups()),
         ("**Training-step overhead vs a plain Trainer** (30 steps, 3 interleaved repeats)", overhead_table()),
+        (
+            "**Disk size per format** (`formats_sst2.json`; bitsandbytes keeps embeddings, pooler and classifier in float)",
+            formats_table(),
+        ),
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
         ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),

@@ -243,6 +243,57 @@ def section_gmp80_long() -> None:
     )
 
 
+def sst2_accuracy(model, batch: int = 64) -> float:
+    """Accuracy on the 872-row SST-2 dev split (protocol's test.tsv), max_length 64."""
+    from hf_lite.models import load_tokenizer
+
+    tok = load_tokenizer("minilm-l6")
+    rows = [line.split("\t") for line in open(f"{SST2}/test.tsv", encoding="utf-8").read().splitlines()[1:]]
+    correct = 0
+    model.eval()
+    with torch.inference_mode():
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            enc = tok([r[0] for r in chunk], truncation=True, max_length=64, padding=True, return_tensors="pt")
+            pred = model(**enc).logits.argmax(-1)
+            correct += int((pred == torch.tensor([int(r[1]) for r in chunk])).sum())
+    return correct / len(rows)
+
+
+def section_formats() -> None:
+    """Disk size and accuracy of each saved format of the dense fine-tune, reloaded with plain from_pretrained."""
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.api import run_recipe
+
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    variants = {
+        "fp32": [],
+        "bnb_int8": [{"type": "bnb", "bits": 8}],
+        "bnb_nf4": [{"type": "bnb", "bits": 4, "quant_type": "nf4"}],
+        "bnb_nf4_double_quant": [{"type": "bnb", "bits": 4, "quant_type": "nf4", "double_quant": True}],
+        "bnb_fp4": [{"type": "bnb", "bits": 4, "quant_type": "fp4"}],
+    }
+    rows = {}
+    for name, mods in variants.items():
+        recipe = json.loads(json.dumps(SST2_BASE))
+        recipe["model"]["name_or_path"] = dense_dir
+        recipe["training"]["max_steps"] = 0
+        recipe["modifiers"] = mods
+        folder = os.path.join(OUT, f"format_{name}")
+        recipe["export"] = {"output_dir": folder, "overwrite": True}
+        run_recipe(recipe)
+        model = AutoModelForSequenceClassification.from_pretrained(folder)
+        mib = os.path.getsize(os.path.join(folder, "model.safetensors")) / 2**20
+        rows[name] = {"accuracy": sst2_accuracy(model), "safetensors_mib": mib}
+        print(f"[bench] format {name}: {rows[name]}")
+    base = rows["fp32"]["safetensors_mib"]
+    for r in rows.values():
+        r["size_vs_fp32"] = r["safetensors_mib"] / base
+    save("formats_sst2", {"dense_accuracy": dense_acc, "rows": rows})
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -259,6 +310,16 @@ def section_quantization() -> None:
     save("sst2_ptq_dynamic_int8", with_speedups(row, {"fp32": dense, "dynamic_int8": quantized}))
     sst2_row("qat_int8", [{"type": "qat", "bits": 8}], dense_acc)
     sst2_row("qat_int4_g32", [{"type": "qat", "bits": 4, "group_size": 32}], dense_acc)
+
+
+def section_int4_per_channel() -> None:
+    """A grid coarse enough to hurt: int4 with one scale per output channel (no groups). RTN on the dense
+    fine-tune vs QAT over the same 1-epoch budget - how much of RTN's loss does QAT win back?"""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    no_train = {"model__name_or_path": dense_dir, "training__max_steps": 0}
+    sst2_row("ptq_rtn_int4_per_channel", [{"type": "ptq", "method": "rtn", "bits": 4}], dense_acc, **no_train)
+    sst2_row("qat_int4_per_channel", [{"type": "qat", "bits": 4}], dense_acc)
 
 
 def section_peft() -> None:
@@ -691,6 +752,8 @@ SECTIONS = {
     "pruning": section_pruning,
     "prune_finetuned": section_prune_finetuned,
     "gmp80_long": section_gmp80_long,
+    "formats": section_formats,
+    "int4_per_channel": section_int4_per_channel,
     "structured": section_structured,
     "quantization": section_quantization,
     "peft": section_peft,
