@@ -20,6 +20,7 @@ SST2_LABELS = {
     "lora_r8": "LoRA r=8 (merged)",
     "gmp50": "GMP 50%",
     "gmp80": "GMP 80%",
+    "gmp90": "GMP 90%",
     "gmp80_kd_from_dense": "GMP 80% of the dense fine-tune, dense model as KD teacher (+1 epoch)",
     "gmp80_global_kd_2ep": "GMP 80% global of the dense fine-tune, KD, +2 epochs",
     "combined_gmp50_kd_qat8": "combined: GMP 50% + KD + QAT int8, from the dense fine-tune (+1 epoch)",
