@@ -457,23 +457,33 @@ def section_qlora_memory(steps: int = 8) -> None:
 
 
 def section_recovery() -> None:
-    """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask."""
+    """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask;
+    and the same with the dense model as distillation teacher (pure KL, T 1) during those steps."""
+    import yaml
+
     from hf_lite.api import run_recipe
 
     torch.set_num_threads(2)
     os.chdir(REPO)  # the recipe's data paths are relative to the repository
-    report = run_recipe(
-        "recipes/oneshot_sparsegpt24_recover.yaml", output_dir=os.path.join(OUT, "recover"), overwrite=True
-    )
-    m = report["metrics"]
-    save("smollm2_sparsegpt24_recover", {
-        "ppl_dense": m["before"]["before_perplexity"],
-        "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
-        "ppl_after_recovery": m["after"]["after_perplexity"],
-        "sparsity": report["compression"]["sparsity"],
-        "timings_s": report["timings_s"],
-        "generation_sample": report.get("generation_sample"),
-    })  # fmt: skip
+    base = yaml.safe_load(open("recipes/oneshot_sparsegpt24_recover.yaml"))
+    kd = json.loads(json.dumps(base))
+    kd["teacher"] = {"name_or_path": "smollm2-135m"}
+    kd["modifiers"].append({"type": "distillation", "temperature": 1.0, "alpha": 1.0})
+    rows = {}
+    for name, recipe in (("plain", base), ("kd", kd)):
+        report = run_recipe(recipe, output_dir=os.path.join(OUT, f"recover_{name}"), overwrite=True)
+        m = report["metrics"]
+        rows[name] = {
+            "ppl_dense": m["before"]["before_perplexity"],
+            "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
+            "ppl_after_recovery": m["after"]["after_perplexity"],
+            "sparsity": report["compression"]["sparsity"],
+            "timings_s": report["timings_s"],
+            "generation_sample": report.get("generation_sample"),
+            "modifiers": recipe["modifiers"],
+        }
+        print(f"[bench] recovery {name}: {rows[name]['ppl_after_oneshot']} -> {rows[name]['ppl_after_recovery']}")
+    save("smollm2_sparsegpt24_recover", {"recipe": "recipes/oneshot_sparsegpt24_recover.yaml", "rows": rows})
 
 
 def section_latency() -> None:
