@@ -648,6 +648,25 @@ ONESHOT_METHODS = {
     # the checkpoint itself is a dequantized Q4_1 GGUF (asymmetric, blocks of 32): g32 is its native size
     "rtn_g32_asym": {"type": "rtn", "bits": 4, "group_size": 32, "symmetric": False},
     "gptq_g32_asym_actorder": {"type": "gptq", "bits": 4, "group_size": 32, "symmetric": False, "act_order": True},
+    # float zero point: the grid spans each group's exact [min, max], as GGUF Q4_1 does
+    "rtn_g32_asym_float_zero": {"type": "rtn", "bits": 4, "group_size": 32, "symmetric": False, "zero_point": "float"},
+    "rtn_g64_asym_float_zero": {"type": "rtn", "bits": 4, "group_size": 64, "symmetric": False, "zero_point": "float"},
+    "gptq_g64_asym_float_zero_actorder": {
+        "type": "gptq",
+        "bits": 4,
+        "group_size": 64,
+        "symmetric": False,
+        "zero_point": "float",
+        "act_order": True,
+    },
+    "gptq_g128_asym_float_zero_actorder": {
+        "type": "gptq",
+        "bits": 4,
+        "group_size": 128,
+        "symmetric": False,
+        "zero_point": "float",
+        "act_order": True,
+    },
 }
 
 

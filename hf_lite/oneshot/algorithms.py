@@ -123,20 +123,28 @@ def sparsegpt_(
 
 # -- integer grids ----------------------------------------------------------------------------------
 def grid_params(
-    w: torch.Tensor, bits: int, symmetric: bool, observer: str = "minmax"
+    w: torch.Tensor, bits: int, symmetric: bool, observer: str = "minmax", float_zero: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, zero) per row of ``w`` (rows x group); zero is always exactly representable.
+    """(scale, zero) per row of ``w`` (rows x group).
+
+    With an integer zero point (the default) 0.0 is always on the grid, so pruned weights stay exact.
+    ``float_zero`` (asymmetric only) spans exactly [min, max] of the row, GGUF Q4_1's grid: finer, but
+    0.0 is in general not on it.
 
     ``minmax`` covers the row's full range. ``mse`` also tries ranges shrunk by up to 20% and keeps,
     per row, the one with the smallest sum |w - q(w)|^2.4 (clipping a few outliers buys resolution
     for the rest; the search of the GPTQ reference code, re-implemented).
     """
     if observer == "mse":
-        return _mse_grid(w, bits, symmetric)
-    return _minmax_grid(w, bits, symmetric)
+        return _mse_grid(w, bits, symmetric, float_zero)
+    return _minmax_grid(w, bits, symmetric, float_zero=float_zero)
 
 
-def _minmax_grid(w: torch.Tensor, bits: int, symmetric: bool, shrink: float = 1.0):
+def _minmax_grid(w: torch.Tensor, bits: int, symmetric: bool, shrink: float = 1.0, float_zero: bool = False):
+    if float_zero:
+        lo, hi = w.amin(1) * shrink, w.amax(1) * shrink
+        scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)
+        return scale, -lo / scale
     if symmetric:
         qmax = 2 ** (bits - 1) - 1
         scale = (w.abs().amax(1) * shrink).clamp(min=1e-8) / qmax
@@ -147,11 +155,13 @@ def _minmax_grid(w: torch.Tensor, bits: int, symmetric: bool, shrink: float = 1.
     return scale, (-lo / scale).round()
 
 
-def _mse_grid(w: torch.Tensor, bits: int, symmetric: bool, steps: int = 20, max_shrink: float = 0.2):
-    best_scale, best_zero = _minmax_grid(w, bits, symmetric)
+def _mse_grid(
+    w: torch.Tensor, bits: int, symmetric: bool, float_zero: bool = False, steps: int = 20, max_shrink: float = 0.2
+):
+    best_scale, best_zero = _minmax_grid(w, bits, symmetric, float_zero=float_zero)
     best_err = (to_grid(w, best_scale, best_zero, bits, symmetric) - w).abs().pow(2.4).sum(1)
     for i in range(1, steps + 1):
-        scale, zero = _minmax_grid(w, bits, symmetric, 1.0 - max_shrink * i / steps)
+        scale, zero = _minmax_grid(w, bits, symmetric, 1.0 - max_shrink * i / steps, float_zero)
         err = (to_grid(w, scale, zero, bits, symmetric) - w).abs().pow(2.4).sum(1)
         better = err < best_err
         best_scale = torch.where(better, scale, best_scale)
@@ -168,7 +178,7 @@ def to_grid(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
         qmin, qmax = -(2 ** (bits - 1)) + 1, 2 ** (bits - 1) - 1
     else:
         qmin, qmax = 0, 2**bits - 1
-    q = torch.clamp(torch.round(w / scale) + zero, qmin, qmax)
+    q = torch.clamp(torch.round(w / scale + zero), qmin, qmax)
     return (q - zero) * scale
 
 
@@ -178,14 +188,19 @@ def _groups(cols: int, group_size: int | None) -> list[tuple[int, int]]:
 
 
 def rtn(
-    weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, observer: str = "minmax"
+    weight: torch.Tensor,
+    bits: int,
+    group_size: int | None,
+    symmetric: bool,
+    observer: str = "minmax",
+    float_zero: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round-to-nearest: (quantized weight, scales, zeros), scales/zeros shaped (rows, groups)."""
     w = weight.detach().float()
     out = torch.empty_like(w)
     scales, zeros = [], []
     for a, b in _groups(w.shape[1], group_size):
-        s, z = grid_params(w[:, a:b], bits, symmetric, observer)
+        s, z = grid_params(w[:, a:b], bits, symmetric, observer, float_zero)
         out[:, a:b] = to_grid(w[:, a:b], s, z, bits, symmetric)
         scales.append(s)
         zeros.append(z)
@@ -202,6 +217,7 @@ def gptq_(
     damp: float = 0.01,
     block_size: int = 128,
     observer: str = "minmax",
+    float_zero: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ: (quantized weight, scales, zeros). Zeros already in the weight (a pruned model) stay zero.
 
@@ -218,7 +234,7 @@ def gptq_(
     zeros = torch.zeros(rows, len(groups))
     if act_order:
         for gi, (a, b) in enumerate(groups):
-            scales[:, gi], zeros[:, gi] = grid_params(w[:, a:b], bits, symmetric, observer)
+            scales[:, gi], zeros[:, gi] = grid_params(w[:, a:b], bits, symmetric, observer, float_zero)
         perm = torch.argsort(torch.diag(h), descending=True)
     else:
         perm = torch.arange(cols)
@@ -237,7 +253,7 @@ def gptq_(
             if not act_order and col_index % gsize == 0:  # first column of a group: fix its grid now
                 a, b = groups[gi]
                 span = torch.cat([w1[:, i:], w[:, i2:]], 1)[:, : b - a]
-                scales[:, gi], zeros[:, gi] = grid_params(span, bits, symmetric, observer)
+                scales[:, gi], zeros[:, gi] = grid_params(span, bits, symmetric, observer, float_zero)
             col = w1[:, i]
             q = to_grid(col, scales[:, gi], zeros[:, gi], bits, symmetric)
             if keep_p is not None:

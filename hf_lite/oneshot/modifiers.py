@@ -75,6 +75,11 @@ class RTNSettings(Settings):
     group_size: int | None = 128
     #: symmetric grid (zero point 0) or asymmetric (min/max with an integer zero point)
     symmetric: bool = True
+    #: asymmetric only. ``int``: integer zero point, so 0.0 stays on the grid (pruned weights stay exact,
+    #: what int4 kernels such as GPTQ/compressed-tensors expect). ``float``: the grid spans exactly each
+    #: group's [min, max] (GGUF Q4_1's grid; lower error, but exact zeros from pruning are then the only
+    #: values off the grid)
+    zero_point: Literal["int", "float"] = "int"
     #: ``minmax`` (full range of each group) or ``mse`` (per group, the range shrunk by 0-20% with the
     #: smallest rounding error)
     observer: Literal["minmax", "mse"] = "minmax"
@@ -88,6 +93,8 @@ class RTNSettings(Settings):
             self.fail("bits", "supported: 4 or 8")
         if self.group_size is not None and self.group_size < 2:
             self.fail("group_size", "must be >= 2 or null (per output channel)")
+        if self.zero_point == "float" and self.symmetric:
+            self.fail("zero_point", "a float zero point needs an asymmetric grid: add symmetric: false")
 
 
 @dataclasses.dataclass
@@ -244,10 +251,10 @@ class _WeightQuantizer(OneShotModifier):
             w = base_weight(module)
             g = s.group_size or w.shape[1]
             for gi, a in enumerate(range(0, w.shape[1], g)):
-                snapped = alg.to_grid(
-                    w[:, a : a + g].float(), self.scales[name][:, gi], self.zeros[name][:, gi], s.bits, s.symmetric
-                )
-                w[:, a : a + g] = snapped.to(w.dtype)
+                block = w[:, a : a + g].float()
+                snapped = alg.to_grid(block, self.scales[name][:, gi], self.zeros[name][:, gi], s.bits, s.symmetric)
+                # exact zeros are a sparse modifier's mask: keep them (a float zero point has no 0.0)
+                w[:, a : a + g] = torch.where(block == 0, block, snapped).to(w.dtype)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self.snap()
@@ -280,6 +287,7 @@ class _WeightQuantizer(OneShotModifier):
             "group_size": json.dumps(s.group_size),
             "symmetric": json.dumps(s.symmetric),
             "observer": s.observer,
+            "zero_point": s.zero_point,
         }
 
     def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
@@ -304,7 +312,9 @@ class RTNModifier(_WeightQuantizer):
 
     def compress(self, name, module, stat) -> None:
         s = self.settings
-        q, scales, zeros = alg.rtn(base_weight(module), s.bits, s.group_size, s.symmetric, s.observer)
+        q, scales, zeros = alg.rtn(
+            base_weight(module), s.bits, s.group_size, s.symmetric, s.observer, s.zero_point == "float"
+        )
         self._install(name, module, q, scales, zeros)
 
 
@@ -318,7 +328,16 @@ class GPTQModifier(_WeightQuantizer):
     def compress(self, name, module, stat) -> None:
         s = self.settings
         q, scales, zeros = alg.gptq_(
-            base_weight(module), stat, s.bits, s.group_size, s.symmetric, s.act_order, s.damp, s.block_size, s.observer
+            base_weight(module),
+            stat,
+            s.bits,
+            s.group_size,
+            s.symmetric,
+            s.act_order,
+            s.damp,
+            s.block_size,
+            s.observer,
+            s.zero_point == "float",
         )
         self._install(name, module, q, scales, zeros)
 

@@ -96,8 +96,27 @@ def test_sparsegpt_beats_wanda_and_magnitude_on_the_same_layer():
 def test_gptq_keeps_existing_zeros():
     x = correlated_inputs()
     w = torch.randn(16, 64) * alg.magnitude_mask(torch.randn(16, 64), 0.5)
-    q, _, _ = alg.gptq_(w, 2 * x.t() @ x / 512, 4, 16, symmetric=False)
-    assert torch.all(q[w == 0] == 0)
+    for float_zero in (False, True):
+        q, _, _ = alg.gptq_(w, 2 * x.t() @ x / 512, 4, 16, symmetric=False, float_zero=float_zero)
+        assert torch.all(q[w == 0] == 0)
+
+
+def test_float_zero_point_recovers_a_q4_1_grid_exactly():
+    # GGUF Q4_1 (SmolLM2's source format): per block of 32, w = d * q + m with q in 0..15
+    g = torch.Generator().manual_seed(0)
+    q = torch.randint(0, 16, (8, 64), generator=g).float()
+    q[:, ::32], q[:, 1::32] = 0.0, 15.0  # every block uses its full range, as Q4_1's quantizer ensures
+    d = torch.rand(8, 2, 1, generator=g) * 0.01 + 1e-3
+    m = -torch.rand(8, 2, 1, generator=g) * 0.05
+    w = (q.reshape(8, 2, 32) * d + m).reshape(8, 64)
+    exact, scales, zeros = alg.rtn(w, 4, 32, symmetric=False, float_zero=True)
+    assert torch.allclose(exact, w, atol=1e-7)
+    integer, _, _ = alg.rtn(w, 4, 32, symmetric=False)
+    assert float((integer - w).abs().max()) > 1e-4  # the rounded zero point shifts the grid
+    x = correlated_inputs()
+    gq, gs, gz = alg.gptq_(w, 2 * x.t() @ x / 512, 4, 32, symmetric=False, act_order=True, float_zero=True)
+    codes = gq.reshape(8, 2, 32) / gs.unsqueeze(-1) + gz.unsqueeze(-1)
+    assert torch.allclose(codes, codes.round(), atol=1e-3) and codes.round().min() >= 0 and codes.round().max() <= 15
 
 
 # -- the block-by-block engine -----------------------------------------------------------------------------
@@ -237,7 +256,19 @@ def llama_dir(tmp_path):
     return folder, str(text)
 
 
-def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir):
+@pytest.mark.parametrize(
+    "modifiers",
+    [
+        [{"type": "wanda", "sparsity": 0.5}],
+        # a float zero point has no 0.0 on its grid: the snap at finalize must still keep the pruned zeros
+        [
+            {"type": "wanda", "sparsity": 0.5},
+            {"type": "gptq", "group_size": 16, "symmetric": False, "zero_point": "float"},
+        ],
+    ],
+    ids=["wanda", "wanda+gptq_float_zero"],
+)
+def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir, modifiers):
     from hf_lite import run_recipe
 
     folder, text = llama_dir
@@ -246,11 +277,16 @@ def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir):
         "data": {"train": text, "eval": text, "max_length": 32, "max_train_samples": 32, "max_eval_samples": 4},
         "calibration": {"samples": 8, "seq_len": 32},
         "training": {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
-        "modifiers": [{"type": "wanda", "sparsity": 0.5}],
+        "modifiers": modifiers,
         "export": {"output_dir": str(tmp_path / "out")},
     }
     report = run_recipe(recipe)
-    assert report["compression"]["sparsity"] == 0.5
+    # exactly the pruned half; a quantizer may round a few more small weights onto a 0.0 grid point
+    assert (
+        report["compression"]["sparsity"] == 0.5
+        if len(modifiers) == 1
+        else 0.5 <= report["compression"]["sparsity"] < 0.51
+    )
     assert "oneshot_perplexity" in report["metrics"]["after_oneshot"]
     assert report["metrics"]["train"]["train_loss"] > 0
     assert report["timings_s"]["oneshot_s"] > 0
@@ -276,6 +312,7 @@ def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
         ({"type": "gptq", "bits": 3}, "bits"),
         ({"type": "gptq", "damp": 0}, "damp"),
         ({"type": "rtn", "group_size": 1}, "group_size"),
+        ({"type": "gptq", "zero_point": "float"}, "symmetric: false"),
         ({"type": "wanda", "sparsity": 0.5, "schedule": "cubic"}, "schedule"),
     ],
 )
