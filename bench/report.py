@@ -31,6 +31,7 @@ SST2_LABELS = {
     "ptq_rtn_int4_g32": "RTN int4 g32 after fine-tune",
     "qat_int4_per_channel": "QAT int4 per channel",
     "ptq_rtn_int4_per_channel": "RTN int4 per channel after fine-tune",
+    "qat_int4_per_channel_kd_from_dense": "QAT int4 per channel of the dense fine-tune, KD from it (+1 epoch)",
     "ptq_dynamic_int8": "dynamic int8 after fine-tune",
     "student3_no_kd": "3-layer student, no KD",
     "student3_kd": "3-layer student, KD (logits + hidden)",

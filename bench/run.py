@@ -317,6 +317,20 @@ def section_int4_per_channel() -> None:
     sst2_row("qat_int4_per_channel", [{"type": "qat", "bits": 4}], dense_acc)
 
 
+def section_qat_from_dense() -> None:
+    """int4 per-channel QAT as a short fine-tune of the dense model (KD from it), the usual QAT recipe."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    sst2_row(
+        "qat_int4_per_channel_kd_from_dense",
+        [{"type": "qat", "bits": 4}, {"type": "distillation", "temperature": 2.0, "alpha": 0.9}],
+        dense_acc,
+        model__name_or_path=dense_dir,
+        teacher__name_or_path=dense_dir,
+        training__learning_rate=2e-5,
+    )
+
+
 def section_peft() -> None:
     torch.set_num_threads(2)
     _, dense_acc = dense_reference()
@@ -779,6 +793,7 @@ SECTIONS = {
     "sparsity_sweep": section_sparsity_sweep,
     "formats": section_formats,
     "int4_per_channel": section_int4_per_channel,
+    "qat_from_dense": section_qat_from_dense,
     "structured": section_structured,
     "quantization": section_quantization,
     "peft": section_peft,
