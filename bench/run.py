@@ -579,6 +579,22 @@ def section_overhead(steps: int = 30, variants_only: tuple[str, ...] | None = No
             )
 
 
+def run_peer(python: str, script: str, *args: str) -> dict:
+    """Run bench/peers/<script> in a peer's venv; its last stdout line is JSON (or the error is kept)."""
+    load = os.getloadavg()
+    res = subprocess.run(
+        [python, os.path.join(HERE, "peers", script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        out = {"error": res.stderr[-2000:]}
+    return {**out, "loadavg_before": load}
+
+
 def section_torchao() -> None:
     """torchao int8 QAT (plain Trainer) vs hf_lite's `qat bits: 8`: SST-2 accuracy and step-time ratio.
 
@@ -596,17 +612,7 @@ def section_torchao() -> None:
     ours = json.load(open(os.path.join(RESULTS, "sst2_qat_int8.json")))
     theirs = {}
     for mode in ("accuracy", "overhead", "latency"):
-        load = os.getloadavg()
-        res = subprocess.run(
-            [tao_python, os.path.join(HERE, "peers", "torchao_qat.py"), model_dir, SST2, mode],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            theirs[mode] = {**json.loads(res.stdout.strip().splitlines()[-1]), "loadavg_before": load}
-        except (IndexError, json.JSONDecodeError):
-            theirs[mode] = {"error": res.stderr[-2000:]}
+        theirs[mode] = run_peer(tao_python, "torchao_qat.py", model_dir, SST2, mode)
     section_overhead(variants_only=("qat_int8",))
     our_overhead = json.load(open(os.path.join(RESULTS, "overhead_qat_int8.json")))
     save(
@@ -761,18 +767,7 @@ def section_peers(methods: list[str] | None = None) -> None:
     for name in methods or list(PEER_METHODS):
         section_oneshot([PEER_METHODS[name]])
         ours = json.load(open(os.path.join(RESULTS, "oneshot_smollm2.json")))["rows"][PEER_METHODS[name]]
-        load = os.getloadavg()
-        res = subprocess.run(
-            [lc_python, os.path.join(HERE, "peers", "llmcompressor_oneshot.py"), model_dir, SHARED, name],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        )
-        try:
-            theirs = json.loads(res.stdout.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            theirs = {"error": res.stderr[-2000:]}
-        theirs["loadavg_before"] = load
+        theirs = run_peer(lc_python, "llmcompressor_oneshot.py", model_dir, SHARED, name)
         rows[name] = {
             "hf_lite": {k: ours.get(k) for k in ("ppl", "compress_s", "sparsity", "loadavg_before")},
             "llmcompressor": theirs,
