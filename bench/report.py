@@ -174,6 +174,27 @@ def peers_table() -> str:
     return "\n".join(lines)
 
 
+def recovery_table() -> str:
+    r = load("smollm2_sparsegpt24_recover")
+    if not r or "rows" not in r:
+        return ""
+    lines = [
+        "| SmolLM2-135M, SparseGPT 2:4, then 20 steps of 2 x 512 tiny-shakespeare tokens | dense | after one-shot | after recovery | zeros |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in r["rows"].items():
+        label = (
+            "recovery keeping the mask"
+            if name == "plain"
+            else "recovery keeping the mask, KD from the dense model (T 1)"
+        )
+        lines.append(
+            f"| {label} | {row['ppl_dense']:.2f} | {row['ppl_after_oneshot']:.2f} | {row['ppl_after_recovery']:.2f} | "
+            f"{pct(row['sparsity'])} |"
+        )
+    return "\n".join(lines)
+
+
 def formats_table() -> str:
     r = load("formats_sst2")
     if not r:
@@ -314,6 +335,13 @@ def main() -> None:
             peers_table(),
             "",
         ]
+    if recovery_table():
+        parts += [
+            "## Recovery fine-tune after one-shot (SmolLM2-135M, WikiText-2 perplexity)",
+            "",
+            recovery_table(),
+            "",
+        ]
     if formats_table():
         parts += [
             "## Disk size of each saved format (dense fine-tune, reloaded with plain from_pretrained)",
@@ -357,6 +385,7 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
         ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
+        ("**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, WikiText-2 ppl)", recovery_table()),
     ):
         if table:
             block += [title, "", table, ""]
