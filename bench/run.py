@@ -240,18 +240,18 @@ def section_gmp80_long() -> None:
 
 def sst2_accuracy(model, batch: int = 64) -> float:
     """Accuracy on the 872-row SST-2 dev split (protocol's test.tsv), max_length 64."""
+    from hf_lite.data import load_split
     from hf_lite.models import load_tokenizer
 
     tok = load_tokenizer("minilm-l6")
-    rows = [line.split("\t") for line in open(f"{SST2}/test.tsv", encoding="utf-8").read().splitlines()[1:]]
+    rows = load_split(f"{SST2}/test.tsv", "eval")
     correct = 0
     model.eval()
     with torch.inference_mode():
         for i in range(0, len(rows), batch):
             chunk = rows[i : i + batch]
-            enc = tok([r[0] for r in chunk], truncation=True, max_length=64, padding=True, return_tensors="pt")
-            pred = model(**enc).logits.argmax(-1)
-            correct += int((pred == torch.tensor([int(r[1]) for r in chunk])).sum())
+            enc = tok(chunk["sentence"], truncation=True, max_length=64, padding=True, return_tensors="pt")
+            correct += int((model(**enc).logits.argmax(-1) == torch.tensor(chunk["label"])).sum())
     return correct / len(rows)
 
 
