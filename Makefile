@@ -28,7 +28,8 @@ lint: install
 	.venv/bin/ruff check hf_lite tests bench
 	.venv/bin/ruff format --check hf_lite tests bench
 
-bench: install
+# `make bench` = the core sections, about an hour; `make bench SECTION=studies` or SECTION="name ..." for others
+bench: install peers-venv
 	$(PY) -m pip install -q matplotlib
 	$(PY) bench/run.py --section $(SECTION)
 	$(PY) bench/report.py

@@ -23,6 +23,7 @@ SST2_LABELS = {
     "gmp90": "GMP 90%",
     "gmp80_kd_from_dense": "GMP 80% of the dense fine-tune, dense model as KD teacher (+1 epoch)",
     "gmp80_global_kd_2ep": "GMP 80% global of the dense fine-tune, KD, +2 epochs",
+    "gmp80_global_hidden_kd_3ep": "GMP 80% global of the dense fine-tune, logits + hidden-state KD, +3 epochs",
     "combined_gmp50_kd_qat8": "combined: GMP 50% + KD + QAT int8, from the dense fine-tune (+1 epoch)",
     "nm24": "2:4 (magnitude, gradual)",
     "structured_ffn50_heads25": "structured: 50% FFN removed, 25% heads zeroed",
@@ -32,6 +33,7 @@ SST2_LABELS = {
     "qat_int4_per_channel": "QAT int4 per channel",
     "ptq_rtn_int4_per_channel": "RTN int4 per channel after fine-tune",
     "qat_int4_per_channel_kd_from_dense": "QAT int4 per channel of the dense fine-tune, KD from it (+1 epoch)",
+    "qat_int4_per_channel_kd_from_dense_3ep": "QAT int4 per channel of the dense fine-tune, KD, lr 5e-5 (+3 epochs)",
     "ptq_dynamic_int8": "dynamic int8 after fine-tune",
     "student3_no_kd": "3-layer student, no KD",
     "student3_kd": "3-layer student, KD (logits + hidden)",
@@ -95,7 +97,7 @@ def speedups() -> str:
         labels = {
             "dynamic_int8": "dynamic int8",
             "structured_ffn50_heads25": "structured (FFN halved)",
-            "student3_kd": "3-layer KD student",
+            "student3_kd_logits": "3-layer KD student",
         }
         for name, label in labels.items():
             if f"{name}_b8" in quiet["speedup_vs_dense"]:
@@ -106,7 +108,7 @@ def speedups() -> str:
     for name, label in (
         ("sst2_ptq_dynamic_int8", "dynamic int8 vs fp32"),
         ("sst2_structured_ffn50_heads25", "structured (FFN halved) vs dense"),
-        ("sst2_student3_kd", "3-layer student vs 6-layer teacher"),
+        ("sst2_student3_kd_logits", "3-layer student vs 6-layer teacher"),
     ):
         r = load(name)
         if r and "speedup_b8" in r:  # measured again, side by side, at the end of that row's own run

@@ -29,7 +29,9 @@ RESULTS = os.path.join(HERE, "results")
 OUT = os.path.join(HERE, "out")
 SST2 = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "sst2"))
 
-# SST-2 protocol: first 8,000 train rows, all 872 test rows, 1 epoch, batch 32, lr 5e-5, max_length 64, seed 0
+# SST-2 protocol: first 8,000 train rows, all 872 test rows, 1 epoch, batch 32, lr 5e-5, max_length 64, seed 0.
+# The protocol leaves batching open: batches are grouped by length (HF's `group_by_length`). The rows average
+# 13 tokens and a random batch pads to 40, so this cuts the tokens per step about 3x; every row uses it.
 SST2_BASE = {
     "version": 1,
     "model": {"name_or_path": "minilm-l6", "task": "sequence-classification", "num_labels": 2},
@@ -40,6 +42,8 @@ SST2_BASE = {
         "per_device_train_batch_size": 32,
         "seed": 0,
         "logging_steps": 50,
+        "group_by_length": True,
+        "per_device_eval_batch_size": 64,
     },
     "modifiers": [],
 }
@@ -129,19 +133,14 @@ def sst2_row(name: str, modifiers: list, dense_acc: float | None = None, **overr
     return row
 
 
-def section_pruning(sweep_only: bool = False) -> None:
+def section_pruning() -> None:
     """Gradual magnitude pruning during the 1-epoch fine-tune (from the pretrained model): 50/80/90%, 2:4."""
     torch.set_num_threads(2)
     _, dense_acc = dense_reference()
     gmp = {"type": "magnitude_pruning", "start": 0.05, "end": 0.7, "update_every": 10}
-    rows = {"gmp50": 0.5, "gmp90": 0.9} if sweep_only else {"gmp50": 0.5, "gmp80": 0.8, "gmp90": 0.9}
-    for name, sparsity in rows.items():
+    for name, sparsity in {"gmp50": 0.5, "gmp80": 0.8, "gmp90": 0.9}.items():
         sst2_row(name, [{**gmp, "final_sparsity": sparsity}], dense_acc)
     sst2_row("nm24", [{**gmp, "pattern": "2:4", "end": 0.3}], dense_acc)
-
-
-def section_sparsity_sweep() -> None:
-    section_pruning(sweep_only=True)
 
 
 def section_structured() -> None:
@@ -200,25 +199,42 @@ def student_overrides(teacher_dir: str) -> dict:
 def dense_reference() -> tuple[str, float]:
     folder = os.path.join(OUT, "dense")
     if not os.path.exists(os.path.join(folder, "model.safetensors")):
-        sst2_row("dense", [])
+        section_dense()
     return folder, json.load(open(os.path.join(RESULTS, "sst2_dense.json")))["accuracy"]
 
 
-def section_prune_finetuned() -> None:
-    """Prune the dense fine-tune (not the pretrained model) with the dense model as KD teacher.
+def section_dense() -> None:
+    """The dense fine-tune: the reference every SST-2 row is measured against, and the KD teacher."""
+    torch.set_num_threads(2)
+    sst2_row("dense", [])
 
-    The usual way to reach high sparsity: the pruned model learns from the dense one while its
-    weights go. Two rows: 80% GMP + logits KD, and the combined recipe (50% GMP + KD + int8 QAT).
-    Each is one more epoch on top of the dense fine-tune (2 epochs of training in all).
-    """
+
+# Pruning the dense fine-tune (not the pretrained model) with the dense model as KD teacher: the usual way
+# to reach high sparsity, the pruned model learns from the dense one while its weights go. One more epoch
+# on top of the dense fine-tune (2 epochs of training in all).
+PRUNE_FROM_DENSE_KD = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
+PRUNE_FROM_DENSE_GMP = {"type": "magnitude_pruning", "start": 0.0, "end": 0.6, "update_every": 10, "schedule": "cubic"}
+
+
+def from_dense(dense_dir: str, lr: float = 1e-4) -> dict:
+    return {"model__name_or_path": dense_dir, "teacher__name_or_path": dense_dir, "training__learning_rate": lr}
+
+
+def section_combined() -> None:
+    """The combined recipe: 50% GMP + logits KD + int8 QAT (from 60% of the run) on the dense fine-tune."""
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
-    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
-    from_dense = {"model__name_or_path": dense_dir, "teacher__name_or_path": dense_dir, "training__learning_rate": 1e-4}
-    gmp = {"type": "magnitude_pruning", "start": 0.0, "end": 0.6, "update_every": 10, "schedule": "cubic"}
-    sst2_row("gmp80_kd_from_dense", [{**gmp, "final_sparsity": 0.8}, kd], dense_acc, **from_dense)
     qat = {"type": "qat", "bits": 8, "start": 0.6}
-    sst2_row("combined_gmp50_kd_qat8", [{**gmp, "final_sparsity": 0.5}, kd, qat], dense_acc, **from_dense)
+    mods = [{**PRUNE_FROM_DENSE_GMP, "final_sparsity": 0.5}, PRUNE_FROM_DENSE_KD, qat]
+    sst2_row("combined_gmp50_kd_qat8", mods, dense_acc, **from_dense(dense_dir))
+
+
+def section_prune_finetuned() -> None:
+    """GMP 80% per layer + logits KD on the dense fine-tune, one more epoch."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    mods = [{**PRUNE_FROM_DENSE_GMP, "final_sparsity": 0.8}, PRUNE_FROM_DENSE_KD]
+    sst2_row("gmp80_kd_from_dense", mods, dense_acc, **from_dense(dense_dir))
 
 
 def section_gmp80_long() -> None:
@@ -289,6 +305,24 @@ def section_formats() -> None:
     save("formats_sst2", {"dense_accuracy": dense_acc, "rows": rows})
 
 
+def section_gmp80_hidden_kd() -> None:
+    """80% GMP of the dense fine-tune, global scope, with logits and hidden-state KD from the dense model
+    (same depth, so layer i learns from layer i) over 3 more epochs; 80% is reached after 1.2 of them."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.4, "update_every": 10}
+    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9, "hidden_weight": 1.0}
+    sst2_row(
+        "gmp80_global_hidden_kd_3ep",
+        [{**gmp, "scope": "global"}, kd],
+        dense_acc,
+        model__name_or_path=dense_dir,
+        teacher__name_or_path=dense_dir,
+        training__learning_rate=1e-4,
+        training__num_train_epochs=3,
+    )
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -331,6 +365,21 @@ def section_qat_from_dense() -> None:
     )
 
 
+def section_qat_int4_long() -> None:
+    """int4 per-channel QAT from the dense fine-tune with KD, 3 epochs at lr 5e-5 (vs 1 epoch at 2e-5)."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    sst2_row(
+        "qat_int4_per_channel_kd_from_dense_3ep",
+        [{"type": "qat", "bits": 4}, {"type": "distillation", "temperature": 2.0, "alpha": 0.9}],
+        dense_acc,
+        model__name_or_path=dense_dir,
+        teacher__name_or_path=dense_dir,
+        training__learning_rate=5e-5,
+        training__num_train_epochs=3,
+    )
+
+
 def section_peft() -> None:
     torch.set_num_threads(2)
     _, dense_acc = dense_reference()
@@ -340,28 +389,28 @@ def section_peft() -> None:
 
 
 def section_distillation() -> None:
-    """3-layer student from the dense teacher's blocks 0, 2, 4: with KD and without; latency side by side."""
+    """3-layer student from the dense teacher's blocks 0, 2, 4: logits KD (alpha 0.5, T 2) and no KD;
+    student vs teacher latency side by side."""
     from transformers import AutoModelForSequenceClassification
 
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
     student = student_overrides(dense_dir)
     sst2_row("student3_no_kd", [], dense_acc, **student)
-    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0, "layer_map": "uniform"}]
-    row = sst2_row("student3_kd", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
+    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.5}]
+    row = sst2_row("student3_kd_logits", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
     teacher = AutoModelForSequenceClassification.from_pretrained(dense_dir)
-    student_model = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "student3_kd"))
-    save("sst2_student3_kd", with_speedups(row, {"teacher": teacher, "student": student_model}))
-    section_kd_cache(dense_dir)
+    student_model = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "student3_kd_logits"))
+    save("sst2_student3_kd_logits", with_speedups(row, {"teacher": teacher, "student": student_model}))
 
 
-def section_kd_logits() -> None:
-    """The 3-layer student with logits-only KD (alpha 0.5, T 2): the variant without hidden-state transfer."""
+def section_kd_hidden() -> None:
+    """The 3-layer student with logits KD (alpha 0.7) plus hidden-state MSE on a uniform layer map."""
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
     student = student_overrides(dense_dir)
-    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.5}]
-    sst2_row("student3_kd_logits", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
+    kd = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0, "layer_map": "uniform"}]
+    sst2_row("student3_kd", kd, dense_acc, teacher__name_or_path=dense_dir, **student)
 
 
 def section_smollm2_kd(steps: int = 30) -> None:
@@ -470,9 +519,9 @@ def section_qlora_memory(steps: int = 8) -> None:
     save("smollm2_qlora_memory", {"steps": steps, "batch": 2, "seq_len": 256, "rows": rows})
 
 
-def section_recovery() -> None:
-    """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask;
-    and the same with the dense model as distillation teacher (pure KL, T 1) during those steps."""
+def section_recovery(variants: tuple[str, ...] = ("kd",)) -> None:
+    """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask
+    with the dense model as distillation teacher (pure KL, T 1); `recovery_plain`: the same steps without KD."""
     import yaml
 
     from hf_lite.api import run_recipe
@@ -483,8 +532,11 @@ def section_recovery() -> None:
     kd = json.loads(json.dumps(base))
     kd["teacher"] = {"name_or_path": "smollm2-135m"}
     kd["modifiers"].append({"type": "distillation", "temperature": 1.0, "alpha": 1.0})
-    rows = {}
+    path = os.path.join(RESULTS, "smollm2_sparsegpt24_recover.json")
+    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
     for name, recipe in (("plain", base), ("kd", kd)):
+        if name not in variants:
+            continue
         report = run_recipe(recipe, output_dir=os.path.join(OUT, f"recover_{name}"), overwrite=True)
         m = report["metrics"]
         rows[name] = {
@@ -500,6 +552,10 @@ def section_recovery() -> None:
     save("smollm2_sparsegpt24_recover", {"recipe": "recipes/oneshot_sparsegpt24_recover.yaml", "rows": rows})
 
 
+def section_recovery_plain() -> None:
+    section_recovery(("plain",))
+
+
 def section_latency() -> None:
     """Re-measure every side-by-side speed-up from the saved folders in one quiet run (3 interleaved repeats)."""
     from transformers import AutoModelForSequenceClassification
@@ -509,7 +565,7 @@ def section_latency() -> None:
     torch.set_num_threads(2)
     load = lambda name: AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, name))  # noqa: E731
     models = {"dense": load("dense"), "dynamic_int8": dynamic_int8(load("dense"))}
-    for name in ("structured_ffn50_heads25", "student3_kd"):
+    for name in ("structured_ffn50_heads25", "student3_kd_logits"):
         if os.path.exists(os.path.join(OUT, name, "config.json")):
             models[name] = load(name)
     lat = side_by_side_latency(models)
@@ -613,7 +669,8 @@ def section_torchao() -> None:
     theirs = {}
     for mode in ("accuracy", "overhead", "latency"):
         theirs[mode] = run_peer(tao_python, "torchao_qat.py", model_dir, SST2, mode)
-    section_overhead(variants_only=("qat_int8",))
+    if "overhead" not in DONE:  # the core run measured it minutes ago; alone, measure it now
+        section_overhead(variants_only=("qat_int8",))
     our_overhead = json.load(open(os.path.join(RESULTS, "overhead_qat_int8.json")))
     save(
         "qat_int8_vs_torchao",
@@ -690,6 +747,16 @@ ONESHOT_METHODS = {
 }
 
 
+# what issue 7 asks for, plus our best g128 setting; the other ONESHOT_METHODS are `oneshot_variants`
+ONESHOT_CORE = ["dense", "magnitude50", "wanda50", "sparsegpt50", "magnitude24", "wanda24", "sparsegpt24",
+                "rtn_g128", "gptq_g128", "gptq_g128_asym_mse_actorder"]  # fmt: skip
+ONESHOT_DONE: set[str] = set()  # rows computed in this process (the peers section reuses them)
+
+
+def section_oneshot_variants() -> None:
+    section_oneshot([m for m in ONESHOT_METHODS if m not in ONESHOT_CORE])
+
+
 def section_oneshot(methods: list[str] | None = None) -> None:
     """SmolLM2-135M one-shot methods; calibration 32 x 256 tiny-shakespeare tokens, ppl on 32 x 512 WikiText-2 tokens."""
     from hf_lite.core.settings import RecipeError
@@ -705,7 +772,7 @@ def section_oneshot(methods: list[str] | None = None) -> None:
     windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
     path = os.path.join(RESULTS, "oneshot_smollm2.json")
     rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
-    for name in methods or list(ONESHOT_METHODS):
+    for name in methods or ONESHOT_CORE:
         spec = ONESHOT_METHODS[name]
         model = load_model("smollm2-135m", "causal-lm")
         load = os.getloadavg()
@@ -731,6 +798,7 @@ def section_oneshot(methods: list[str] | None = None) -> None:
             "loadavg_before": load,
             "sample": generation_sample(model, tok, "The history of the city begins", 24),
         }
+        ONESHOT_DONE.add(name)
         print(f"[bench] {name}: ppl {ppl:.2f}, compress {wall:.1f} s, sparsity {report['sparsity']:.3f}")
         save(
             "oneshot_smollm2",
@@ -751,8 +819,16 @@ PEER_METHODS = {  # llm-compressor method -> our equivalent row in ONESHOT_METHO
 }
 
 
+PEERS_CORE = ["wanda50", "rtn_g64", "gptq_g64"]  # llm-compressor's SparseGPT takes ~13 min a row here
+
+
+def section_peers_sparsegpt() -> None:
+    section_peers(["sparsegpt50", "sparsegpt24"])
+
+
 def section_peers(methods: list[str] | None = None) -> None:
-    """Ours and llm-compressor's, method by method in one run (LC_PYTHON: a python with llmcompressor)."""
+    """Ours and llm-compressor's, method by method in one run (LC_PYTHON: a python with llmcompressor).
+    Our row is reused when this process computed it already (the core run's oneshot section)."""
     from hf_lite.models import resolve_model_path
 
     lc_python = os.environ.get("LC_PYTHON", os.path.join(os.path.dirname(REPO), "lc-venv", "bin", "python"))
@@ -764,8 +840,9 @@ def section_peers(methods: list[str] | None = None) -> None:
     model_dir = resolve_model_path("smollm2-135m")
     path = os.path.join(RESULTS, "oneshot_vs_llmcompressor.json")
     rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
-    for name in methods or list(PEER_METHODS):
-        section_oneshot([PEER_METHODS[name]])
+    for name in methods or PEERS_CORE:
+        if PEER_METHODS[name] not in ONESHOT_DONE:
+            section_oneshot([PEER_METHODS[name]])
         ours = json.load(open(os.path.join(RESULTS, "oneshot_smollm2.json")))["rows"][PEER_METHODS[name]]
         theirs = run_peer(lc_python, "llmcompressor_oneshot.py", model_dir, SHARED, name)
         rows[name] = {
@@ -781,42 +858,65 @@ def section_peers(methods: list[str] | None = None) -> None:
         save("oneshot_vs_llmcompressor", {"peer": "llmcompressor (see versions in its venv)", "rows": rows})
 
 
-SECTIONS = {
+# `make bench` runs CORE in this order (about an hour on 2 cores, bench/results/bench_run.json); STUDIES are
+# the extra attempts at goals the core rows miss, run by name or all together with `--section studies`.
+CORE = {
+    "overhead": section_overhead,
+    "dense": section_dense,
+    "peft": section_peft,
     "pruning": section_pruning,
-    "prune_finetuned": section_prune_finetuned,
-    "gmp80_long": section_gmp80_long,
-    "sparsity_sweep": section_sparsity_sweep,
-    "formats": section_formats,
-    "int4_per_channel": section_int4_per_channel,
-    "qat_from_dense": section_qat_from_dense,
     "structured": section_structured,
     "quantization": section_quantization,
-    "peft": section_peft,
     "distillation": section_distillation,
-    "qlora_memory": section_qlora_memory,
-    "recovery": section_recovery,
-    "kd_cache": section_kd_cache,
-    "kd_logits": section_kd_logits,
-    "smollm2_kd": section_smollm2_kd,
+    "combined": section_combined,
+    "formats": section_formats,
     "latency": section_latency,
-    "overhead": section_overhead,
-    "oneshot": section_oneshot,
-    "peers": section_peers,
     "torchao": section_torchao,
+    "oneshot": section_oneshot,
+    "recovery": section_recovery,
+    "peers": section_peers,
 }
+STUDIES = {
+    "prune_finetuned": section_prune_finetuned,
+    "gmp80_long": section_gmp80_long,
+    "gmp80_hidden_kd": section_gmp80_hidden_kd,
+    "int4_per_channel": section_int4_per_channel,
+    "qat_from_dense": section_qat_from_dense,
+    "qat_int4_long": section_qat_int4_long,
+    "kd_hidden": section_kd_hidden,
+    "kd_cache": section_kd_cache,
+    "smollm2_kd": section_smollm2_kd,
+    "qlora_memory": section_qlora_memory,
+    "recovery_plain": section_recovery_plain,
+    "oneshot_variants": section_oneshot_variants,
+    "peers_sparsegpt": section_peers_sparsegpt,
+}
+SECTIONS = {**CORE, **STUDIES}
+DONE: set[str] = set()  # sections finished in this process
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--section", default="all", choices=["all", *SECTIONS])
+    p.add_argument("--section", nargs="+", default=["all"], choices=["all", "studies", *SECTIONS])
     p.add_argument(
         "--methods", nargs="*", help=f"oneshot: a subset of {list(ONESHOT_METHODS)}; peers: of {list(PEER_METHODS)}"
     )
     a = p.parse_args()
-    subsets = {"sparsity_sweep"}  # part of "pruning"; only run when asked for by name
-    for name, fn in SECTIONS.items():
-        if a.section == name or (a.section == "all" and name not in subsets):
-            fn(a.methods) if name in ("oneshot", "peers") else fn()
+    names: list[str] = []
+    for s in a.section:
+        names += list(CORE) if s == "all" else list(STUDIES) if s == "studies" else [s]
+    run = {"sections": {}, "loadavg_start": os.getloadavg()}
+    start = time.perf_counter()
+    for name in names:
+        t = time.perf_counter()
+        fn = SECTIONS[name]
+        fn(a.methods) if name in ("oneshot", "peers") else fn()
+        DONE.add(name)
+        run["sections"][name] = round(time.perf_counter() - t, 1)
+        print(f"[bench] section {name}: {run['sections'][name]:.0f} s")
+    run["total_s"] = round(time.perf_counter() - start, 1)
+    if a.section in (["all"], ["studies"]):  # the wall time of a whole `make bench` (or of all studies)
+        save(f"bench_run_{a.section[0]}", run)
 
 
 if __name__ == "__main__":
