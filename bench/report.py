@@ -24,6 +24,8 @@ SST2_LABELS = {
     "gmp80_kd_from_dense": "GMP 80% of the dense fine-tune, dense model as KD teacher (+1 epoch)",
     "gmp80_global_kd_2ep": "GMP 80% global of the dense fine-tune, KD, +2 epochs",
     "gmp80_global_hidden_kd_3ep": "GMP 80% global of the dense fine-tune, logits + hidden-state KD, +3 epochs",
+    "dense_full_train": "dense fine-tune on all 60,614 training rows",
+    "gmp80_full_train": "GMP 80% on all 60,614 training rows (kept: vs the dense row above)",
     "combined_gmp50_kd_qat8": "combined: GMP 50% + KD + QAT int8, from the dense fine-tune (+1 epoch)",
     "nm24": "2:4 (magnitude, gradual)",
     "structured_ffn50_heads25": "structured: 50% FFN removed, 25% heads zeroed",
@@ -34,6 +36,7 @@ SST2_LABELS = {
     "ptq_rtn_int4_per_channel": "RTN int4 per channel after fine-tune",
     "qat_int4_per_channel_kd_from_dense": "QAT int4 per channel of the dense fine-tune, KD from it (+1 epoch)",
     "qat_int4_per_channel_kd_from_dense_3ep": "QAT int4 per channel of the dense fine-tune, KD, lr 5e-5 (+3 epochs)",
+    "qat_int4_per_channel_lsq_kd_from_dense": "QAT int4 per channel, learned scales (LSQ), KD from dense (+1 epoch)",
     "ptq_dynamic_int8": "dynamic int8 after fine-tune",
     "student3_no_kd": "3-layer student, no KD",
     "student3_kd": "3-layer student, KD (logits + hidden)",
@@ -54,9 +57,31 @@ def num(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
 
 
-def sst2_rows() -> list[tuple[str, dict]]:
+# rows made by `make bench SECTION=studies` (extra attempts at missed goals); every other row is core
+SST2_STUDIES = {
+    "gmp80_kd_from_dense",
+    "gmp80_global_kd_2ep",
+    "gmp80_global_hidden_kd_3ep",
+    "dense_full_train",
+    "gmp80_full_train",
+    "ptq_rtn_int4_per_channel",
+    "qat_int4_per_channel",
+    "qat_int4_per_channel_kd_from_dense",
+    "qat_int4_per_channel_kd_from_dense_3ep",
+    "qat_int4_per_channel_lsq_kd_from_dense",
+    "student3_kd",
+}
+# the one-shot rows `make bench` runs (bench/run.py ONESHOT_CORE); the others are `oneshot_variants`
+ONESHOT_CORE = ["dense", "magnitude50", "wanda50", "sparsegpt50", "magnitude24", "wanda24", "sparsegpt24",
+                "rtn_g128", "gptq_g128", "gptq_g128_asym_mse_actorder"]  # fmt: skip
+
+
+def sst2_rows(studies: bool | None = None) -> list[tuple[str, dict]]:
+    """All SST-2 rows, or only the core (``studies=False``) or only the study rows (``True``)."""
     rows = []
     for key in SST2_LABELS:
+        if studies is not None and (key in SST2_STUDIES) != studies:
+            continue
         data = load(f"sst2_{key}")
         if data:
             rows.append((key, data))
@@ -126,10 +151,11 @@ def overhead_table() -> str:
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
-def oneshot_table() -> str:
+def oneshot_table(core: bool = True) -> str:
     data = load("oneshot_smollm2")
     if not data:
         return ""
+    data = {**data, "rows": {k: v for k, v in data["rows"].items() if (k in ONESHOT_CORE) == core or k == "dense"}}
     dense = data["rows"].get("dense", {}).get("ppl")
     lines = [
         "| method | WikiText-2 ppl | vs dense | zeros in block Linears | compression wall time |",
@@ -235,6 +261,95 @@ def torchao_table() -> str:
     return "\n".join(lines)
 
 
+def _acc(name: str) -> float | None:
+    r = load(f"sst2_{name}")
+    return r["accuracy"] if r else None
+
+
+def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
+    """(issue, goal, measured, met) for every numeric goal in the method issues; None = cannot be judged."""
+    goals: list[tuple[str, str, str, bool | None]] = []
+    dense = _acc("dense")
+    if dense:
+        gmp80 = [(k, r["recovery"]) for k in SST2_LABELS if k.startswith("gmp80") and (r := load(f"sst2_{k}"))]
+        if gmp80:
+            best, kept = max(gmp80, key=lambda kv: kv[1])
+            goals.append(("#3", "GMP 80% keeps >= 97% of dense", f"{pct(kept)} at best (`{best}`)", kept >= 0.97))
+    for name, issue, goal, limit in (
+        ("magnitude_pruning", "#3", "magnitude-pruning step <= 1.03x a plain Trainer step", 1.03),
+        ("qat_int8", "#4", "QAT step <= 1.4x a plain Trainer step", 1.4),
+    ):
+        r = load(f"overhead_{name}")
+        if r:
+            goals.append((issue, goal, f"{r['ratio']:.2f}x", r["ratio"] <= limit))
+    q8 = load("sst2_qat_int8")
+    if q8:
+        goals.append(("#4", "QAT int8 keeps >= 99.5% of dense", pct(q8["recovery"]), q8["recovery"] >= 0.995))
+    rtn, qat = _acc("ptq_rtn_int4_g32"), _acc("qat_int4_g32")
+    if dense and rtn is not None and qat is not None:
+        lost = dense - rtn
+        text = f"RTN {pct(rtn)}, QAT {pct(qat)}, dense {pct(dense)}"
+        if lost <= 0:
+            goals.append(("#4", "int4 g32 QAT wins back >= half of RTN's loss", text + ": RTN loses nothing", None))
+        else:
+            goals.append(("#4", "int4 g32 QAT wins back >= half of RTN's loss", text, qat - rtn >= lost / 2))
+    lat = load("latency_side_by_side")
+    if lat and "dynamic_int8_b8" in lat["speedup_vs_dense"]:
+        sp = lat["speedup_vs_dense"]["dynamic_int8_b8"]
+        goals.append(("#4", "dynamic int8 >= 1.8x fp32 at batch 8 x 128", f"{sp:.2f}x", sp >= 1.8))
+    student, no_kd = load("sst2_student3_kd_logits"), _acc("student3_no_kd")
+    if student:
+        goals.append(("#5", "3-layer KD student keeps >= 97% of the teacher", pct(student["recovery"]),
+                      student["recovery"] >= 0.97))  # fmt: skip
+        if "speedup_b8" in student:
+            goals.append(("#5", "3-layer student >= 1.8x faster at batch 8 x 128", f"{student['speedup_b8']:.2f}x",
+                          student["speedup_b8"] >= 1.8))  # fmt: skip
+        if no_kd is not None:
+            goals.append(("#5", "KD student beats the same student without KD",
+                          f"{pct(student['accuracy'])} vs {pct(no_kd)}", student["accuracy"] > no_kd))  # fmt: skip
+    lora = load("sst2_lora_r8")
+    if lora:
+        ok = lora["recovery"] >= 0.98 and lora["trainable_fraction"] <= 0.02
+        goals.append(("#6", "LoRA keeps >= 98% with <= 2% trainable",
+                      f"{pct(lora['recovery'])}, {pct(lora['trainable_fraction'])} trainable", ok))  # fmt: skip
+    one = (load("oneshot_smollm2") or {}).get("rows", {})
+    ppl = {k: v["ppl"] for k, v in one.items() if "ppl" in v}
+    for pattern, mag in (("50", "magnitude50"), ("24", "magnitude24")):
+        pruned = {k: ppl[k] for k in (f"wanda{pattern}", f"sparsegpt{pattern}") if k in ppl}
+        if mag in ppl and pruned:
+            worst = max(pruned.values())
+            text = ", ".join(f"{k} {v:.1f}" for k, v in pruned.items()) + f" vs {mag} {ppl[mag]:.1f}"
+            goals.append(("#7", "Wanda/SparseGPT far below magnitude (at most half its ppl)", text,
+                          worst <= ppl[mag] / 2))  # fmt: skip
+    g128 = {k: v for k, v in ppl.items() if k.startswith("gptq_g128")}
+    if "dense" in ppl and g128:
+        best = min(g128, key=g128.get)
+        rel = g128[best] / ppl["dense"] - 1
+        goals.append(("#7", "GPTQ int4 g128 within +5% of dense ppl", f"+{100 * rel:.1f}% (`{best}`)", rel <= 0.05))
+    return goals
+
+
+def goals_table() -> str:
+    rows = _goal_rows()
+    if not rows:
+        return ""
+    mark = {True: "met", False: "**missed**", None: "cannot be judged"}
+    lines = ["| issue | goal | measured | |", "|---|---|---|---|"]
+    lines += [f"| {i} | {g} | {m} | {mark[ok]} |" for i, g, m, ok in rows]
+    return "\n".join(lines)
+
+
+def run_table() -> str:
+    lines = ["| run | sections | wall time | load average at start |", "|---|---|---|---|"]
+    for name, label in (("bench_run_all", "`make bench`"), ("bench_run_studies", "`make bench SECTION=studies`")):
+        r = load(name)
+        if r:
+            secs = ", ".join(f"{k} {v / 60:.0f}" for k, v in r["sections"].items())
+            lines.append(f"| {label} (`{name}.json`) | {secs} (minutes) | {r['total_s'] / 60:.0f} min | "
+                         f"{r['loadavg_start'][0]:.1f} |")  # fmt: skip
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def plots(rows: list[tuple[str, dict]]) -> list[str]:
     try:
         import matplotlib
@@ -304,9 +419,13 @@ def main() -> None:
         "Each JSON names its command, git commit, package versions, CPU and load average. Latencies are",
         "medians of 20 forwards after warm-up on a shared 2-core CPU: compare ratios measured in one run.",
         "",
-        "## SST-2 on MiniLM-L6 (8,000 training rows, 1 epoch, batch 32, max_length 64, seed 0)",
+        "## SST-2 on MiniLM-L6 (8,000 training rows, 1 epoch, batch 32, max_length 64, seed 0, grouped by length)",
         "",
-        sst2_table(rows),
+        sst2_table(sst2_rows(studies=False)),
+        "",
+        "### Studies (`make bench SECTION=studies`): more attempts at the goals the core rows miss",
+        "",
+        sst2_table(sst2_rows(studies=True)),
         "",
         "Rows come from separate runs at different machine load, so compare latencies through the side-by-side",
         "speed-ups below, not across rows. `zeros` counts exact zeros in the block Linears (quantized grids",
@@ -314,6 +433,10 @@ def main() -> None:
         "what torch reports for the quantized modules).",
         "",
     ]
+    if goals_table():
+        parts += ["## Goals from the method issues", "", goals_table(), ""]
+    if run_table():
+        parts += ["## Wall time of the benchmark runs", "", run_table(), ""]
     if speedups():
         parts += ["### Speed-ups measured side by side", "", speedups(), ""]
     if overhead_table():
@@ -328,6 +451,10 @@ def main() -> None:
             "## One-shot on SmolLM2-135M (calibration: 32 x 256 tiny-shakespeare tokens; WikiText-2 test, 32 x 512 tokens)",
             "",
             oneshot_table(),
+            "",
+            "### More one-shot settings (`make bench SECTION=oneshot_variants`)",
+            "",
+            oneshot_table(core=False),
             "",
         ]
     if peers_table():
@@ -376,8 +503,11 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
     if BEGIN not in text or END not in text:
         print("README.md has no bench-table markers; left alone")
         return
-    block = ["**SST-2 on MiniLM-L6** (`bench/results/sst2_*.json`)", "", sst2_table(rows, compact=True), ""]
+    block = ["**SST-2 on MiniLM-L6** (`bench/results/sst2_*.json`)", "", sst2_table(sst2_rows(False), compact=True), ""]
     for title, table in (
+        ("**SST-2 studies** (`make bench SECTION=studies`)", sst2_table(sst2_rows(True), compact=True)),
+        ("**Goals from the method issues, judged from these files**", goals_table()),
+        ("**Wall time of the runs that made these files**", run_table()),
         ("**Speed-ups, measured side by side**", speedups()),
         ("**Training-step overhead vs a plain Trainer** (30 steps, 3 interleaved repeats)", overhead_table()),
         (
@@ -386,6 +516,7 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ),
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
+        ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
         ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
         ("**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, WikiText-2 ppl)", recovery_table()),
     ):

@@ -323,6 +323,16 @@ def section_gmp80_hidden_kd() -> None:
     )
 
 
+def section_full_train() -> None:
+    """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
+    8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
+    torch.set_num_threads(2)
+    full = {"data__max_train_samples": None}
+    dense = sst2_row("dense_full_train", [], **full)
+    gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.05, "end": 0.7, "update_every": 10}
+    sst2_row("gmp80_full_train", [gmp], dense["accuracy"], **full)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -377,6 +387,18 @@ def section_qat_int4_long() -> None:
         teacher__name_or_path=dense_dir,
         training__learning_rate=5e-5,
         training__num_train_epochs=3,
+    )
+
+
+def section_qat_int4_lsq() -> None:
+    """int4 per-channel QAT from the dense fine-tune with KD and learned scales (LSQ), +1 epoch at lr 5e-5."""
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    sst2_row(
+        "qat_int4_per_channel_lsq_kd_from_dense",
+        [{"type": "qat", "bits": 4, "learnable_scales": True}, PRUNE_FROM_DENSE_KD],
+        dense_acc,
+        **from_dense(dense_dir, lr=5e-5),
     )
 
 
@@ -883,6 +905,8 @@ STUDIES = {
     "int4_per_channel": section_int4_per_channel,
     "qat_from_dense": section_qat_from_dense,
     "qat_int4_long": section_qat_int4_long,
+    "full_train": section_full_train,
+    "qat_int4_lsq": section_qat_int4_lsq,
     "kd_hidden": section_kd_hidden,
     "kd_cache": section_kd_cache,
     "smollm2_kd": section_smollm2_kd,
