@@ -65,7 +65,7 @@ def main() -> None:
             learning_rate=5e-5,
             per_device_train_batch_size=32,
             seed=0,
-            group_by_length=True,  # as bench/run.py's SST-2 rows
+            train_sampling_strategy="group_by_length",  # as bench/run.py's SST-2 rows
             report_to="none",
             save_strategy="no",
             use_cpu=True,
