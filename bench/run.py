@@ -220,38 +220,30 @@ def from_dense(dense_dir: str, lr: float = 1e-4) -> dict:
     return {"model__name_or_path": dense_dir, "teacher__name_or_path": dense_dir, "training__learning_rate": lr}
 
 
-def section_combined() -> None:
-    """The combined recipe: 50% GMP + logits KD + int8 QAT (from 60% of the run) on the dense fine-tune."""
+def row_from_dense(name: str, modifiers: list, lr: float, epochs: int = 1) -> dict:
+    """An SST-2 row that starts from the dense fine-tune, with it as the KD teacher, for ``epochs`` more."""
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
+    return sst2_row(name, modifiers, dense_acc, **from_dense(dense_dir, lr), training__num_train_epochs=epochs)
+
+
+def section_combined() -> None:
+    """The combined recipe: 50% GMP + logits KD + int8 QAT (from 60% of the run) on the dense fine-tune."""
     qat = {"type": "qat", "bits": 8, "start": 0.6}
     mods = [{**PRUNE_FROM_DENSE_GMP, "final_sparsity": 0.5}, PRUNE_FROM_DENSE_KD, qat]
-    sst2_row("combined_gmp50_kd_qat8", mods, dense_acc, **from_dense(dense_dir))
+    row_from_dense("combined_gmp50_kd_qat8", mods, lr=1e-4)
 
 
 def section_prune_finetuned() -> None:
     """GMP 80% per layer + logits KD on the dense fine-tune, one more epoch."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
     mods = [{**PRUNE_FROM_DENSE_GMP, "final_sparsity": 0.8}, PRUNE_FROM_DENSE_KD]
-    sst2_row("gmp80_kd_from_dense", mods, dense_acc, **from_dense(dense_dir))
+    row_from_dense("gmp80_kd_from_dense", mods, lr=1e-4)
 
 
 def section_gmp80_long() -> None:
     """80% GMP of the dense fine-tune with KD over 2 more epochs, global scope, half the run spent at 80%."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
     gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 10}
-    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
-    sst2_row(
-        "gmp80_global_kd_2ep",
-        [{**gmp, "scope": "global"}, kd],
-        dense_acc,
-        model__name_or_path=dense_dir,
-        teacher__name_or_path=dense_dir,
-        training__learning_rate=1e-4,
-        training__num_train_epochs=2,
-    )
+    row_from_dense("gmp80_global_kd_2ep", [{**gmp, "scope": "global"}, PRUNE_FROM_DENSE_KD], lr=1e-4, epochs=2)
 
 
 def sst2_accuracy(model, batch: int = 64) -> float:
@@ -308,19 +300,9 @@ def section_formats() -> None:
 def section_gmp80_hidden_kd() -> None:
     """80% GMP of the dense fine-tune, global scope, with logits and hidden-state KD from the dense model
     (same depth, so layer i learns from layer i) over 3 more epochs; 80% is reached after 1.2 of them."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
     gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.4, "update_every": 10}
-    kd = {"type": "distillation", "temperature": 2.0, "alpha": 0.9, "hidden_weight": 1.0}
-    sst2_row(
-        "gmp80_global_hidden_kd_3ep",
-        [{**gmp, "scope": "global"}, kd],
-        dense_acc,
-        model__name_or_path=dense_dir,
-        teacher__name_or_path=dense_dir,
-        training__learning_rate=1e-4,
-        training__num_train_epochs=3,
-    )
+    kd = {**PRUNE_FROM_DENSE_KD, "hidden_weight": 1.0}
+    row_from_dense("gmp80_global_hidden_kd_3ep", [{**gmp, "scope": "global"}, kd], lr=1e-4, epochs=3)
 
 
 def section_full_train() -> None:
@@ -363,43 +345,19 @@ def section_int4_per_channel() -> None:
 
 def section_qat_from_dense() -> None:
     """int4 per-channel QAT as a short fine-tune of the dense model (KD from it), the usual QAT recipe."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
-    sst2_row(
-        "qat_int4_per_channel_kd_from_dense",
-        [{"type": "qat", "bits": 4}, {"type": "distillation", "temperature": 2.0, "alpha": 0.9}],
-        dense_acc,
-        model__name_or_path=dense_dir,
-        teacher__name_or_path=dense_dir,
-        training__learning_rate=2e-5,
-    )
+    row_from_dense("qat_int4_per_channel_kd_from_dense", [{"type": "qat", "bits": 4}, PRUNE_FROM_DENSE_KD], lr=2e-5)
 
 
 def section_qat_int4_long() -> None:
     """int4 per-channel QAT from the dense fine-tune with KD, 3 epochs at lr 5e-5 (vs 1 epoch at 2e-5)."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
-    sst2_row(
-        "qat_int4_per_channel_kd_from_dense_3ep",
-        [{"type": "qat", "bits": 4}, {"type": "distillation", "temperature": 2.0, "alpha": 0.9}],
-        dense_acc,
-        model__name_or_path=dense_dir,
-        teacher__name_or_path=dense_dir,
-        training__learning_rate=5e-5,
-        training__num_train_epochs=3,
-    )
+    mods = [{"type": "qat", "bits": 4}, PRUNE_FROM_DENSE_KD]
+    row_from_dense("qat_int4_per_channel_kd_from_dense_3ep", mods, lr=5e-5, epochs=3)
 
 
 def section_qat_int4_lsq() -> None:
     """int4 per-channel QAT from the dense fine-tune with KD and learned scales (LSQ), +1 epoch at lr 5e-5."""
-    torch.set_num_threads(2)
-    dense_dir, dense_acc = dense_reference()
-    sst2_row(
-        "qat_int4_per_channel_lsq_kd_from_dense",
-        [{"type": "qat", "bits": 4, "learnable_scales": True}, PRUNE_FROM_DENSE_KD],
-        dense_acc,
-        **from_dense(dense_dir, lr=5e-5),
-    )
+    mods = [{"type": "qat", "bits": 4, "learnable_scales": True}, PRUNE_FROM_DENSE_KD]
+    row_from_dense("qat_int4_per_channel_lsq_kd_from_dense", mods, lr=5e-5)
 
 
 def section_peft() -> None:
