@@ -315,6 +315,18 @@ def section_full_train() -> None:
     sst2_row("gmp80_full_train", [gmp], dense["accuracy"], **full)
 
 
+def section_seeds() -> None:
+    """How much a single seed decides: dense, LoRA and GMP 80% again at seeds 1 and 2 (the core rows use 0);
+    LoRA and GMP rows are measured against the dense run of their own seed."""
+    torch.set_num_threads(2)
+    lora = {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05, "merge": True}
+    gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.05, "end": 0.7, "update_every": 10}
+    for seed in (1, 2):
+        dense = sst2_row(f"dense_seed{seed}", [], training__seed=seed)["accuracy"]
+        sst2_row(f"lora_r8_seed{seed}", [lora], dense, training__seed=seed, training__learning_rate=5e-4)
+        sst2_row(f"gmp80_seed{seed}", [gmp], dense, training__seed=seed)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -864,6 +876,7 @@ STUDIES = {
     "qat_from_dense": section_qat_from_dense,
     "qat_int4_long": section_qat_int4_long,
     "full_train": section_full_train,
+    "seeds": section_seeds,
     "qat_int4_lsq": section_qat_int4_lsq,
     "kd_hidden": section_kd_hidden,
     "kd_cache": section_kd_cache,
