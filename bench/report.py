@@ -283,7 +283,12 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
     goals: list[tuple[str, str, str, bool | None]] = []
     dense = _acc("dense")
     if dense:
-        gmp80 = [(k, r["recovery"]) for k in SST2_LABELS if k.startswith("gmp80") and (r := load(f"sst2_{k}"))]
+        # every GMP-80 recipe tried counts (each against its own dense run); other seeds of one recipe do not
+        gmp80 = [
+            (k, r["recovery"])
+            for k in SST2_LABELS
+            if k.startswith("gmp80") and "_seed" not in k and (r := load(f"sst2_{k}"))
+        ]
         if gmp80:
             best, kept = max(gmp80, key=lambda kv: kv[1])
             goals.append(("#3", "GMP 80% keeps >= 97% of dense", f"{pct(kept)} at best (`{best}`)", kept >= 0.97))
