@@ -66,6 +66,9 @@ def commit() -> str:
         return "unknown"
 
 
+COMMIT = commit()  # the code this process runs, even if the checkout moves on while it runs
+
+
 def save(name: str, data: dict) -> None:
     from hf_lite.api import versions
 
@@ -73,7 +76,7 @@ def save(name: str, data: dict) -> None:
     data = {
         "name": name,
         "command": " ".join(sys.argv),
-        "commit": commit(),
+        "commit": COMMIT,
         "versions": versions(),
         "machine": machine(),
         **data,
