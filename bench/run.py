@@ -324,7 +324,7 @@ def section_seeds() -> None:
     torch.set_num_threads(2)
     lora = {"type": "lora", "r": 8, "alpha": 16, "dropout": 0.05, "merge": True}
     gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.05, "end": 0.7, "update_every": 10}
-    for seed in (1,):  # one more seed fits the session budget; (1, 2, ...) for more
+    for seed in (1,):  # each seed adds three fine-tunes, about 6 minutes
         dense = sst2_row(f"dense_seed{seed}", [], training__seed=seed)["accuracy"]
         sst2_row(f"lora_r8_seed{seed}", [lora], dense, training__seed=seed, training__learning_rate=5e-4)
         sst2_row(f"gmp80_seed{seed}", [gmp], dense, training__seed=seed)
