@@ -8,6 +8,10 @@ from __future__ import annotations
 import glob
 import json
 import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rows import ONESHOT_CORE  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -26,11 +30,8 @@ SST2_LABELS = {
     "gmp80_global_hidden_kd_3ep": "GMP 80% global of the dense fine-tune, logits + hidden-state KD, +3 epochs",
     "dense_full_train": "dense fine-tune on all 60,614 training rows",
     "dense_seed1": "dense fine-tune, seed 1",
-    "dense_seed2": "dense fine-tune, seed 2",
     "lora_r8_seed1": "LoRA r=8, seed 1 (kept: vs dense seed 1)",
-    "lora_r8_seed2": "LoRA r=8, seed 2 (kept: vs dense seed 2)",
     "gmp80_seed1": "GMP 80%, seed 1 (kept: vs dense seed 1)",
-    "gmp80_seed2": "GMP 80%, seed 2 (kept: vs dense seed 2)",
     "gmp80_full_train": "GMP 80% on all 60,614 training rows (kept: vs the dense row above)",
     "combined_gmp50_kd_qat8": "combined: GMP 50% + KD + QAT int8, from the dense fine-tune (+1 epoch)",
     "nm24": "2:4 (magnitude, gradual)",
@@ -71,11 +72,8 @@ SST2_STUDIES = {
     "dense_full_train",
     "gmp80_full_train",
     "dense_seed1",
-    "dense_seed2",
     "lora_r8_seed1",
-    "lora_r8_seed2",
     "gmp80_seed1",
-    "gmp80_seed2",
     "ptq_rtn_int4_per_channel",
     "qat_int4_per_channel",
     "qat_int4_per_channel_kd_from_dense",
@@ -83,9 +81,6 @@ SST2_STUDIES = {
     "qat_int4_per_channel_lsq_kd_from_dense",
     "student3_kd",
 }
-# the one-shot rows `make bench` runs (bench/run.py ONESHOT_CORE); the others are `oneshot_variants`
-ONESHOT_CORE = ["dense", "magnitude50", "wanda50", "sparsegpt50", "magnitude24", "wanda24", "sparsegpt24",
-                "rtn_g128", "gptq_g128", "gptq_g128_asym_mse_actorder"]  # fmt: skip
 
 
 def sst2_rows(studies: bool | None = None) -> list[tuple[str, dict]]:

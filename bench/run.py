@@ -21,6 +21,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
+from rows import ONESHOT_CORE  # noqa: E402  (bench/ is on sys.path when run as a script)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
@@ -219,15 +220,12 @@ PRUNE_FROM_DENSE_KD = {"type": "distillation", "temperature": 2.0, "alpha": 0.9}
 PRUNE_FROM_DENSE_GMP = {"type": "magnitude_pruning", "start": 0.0, "end": 0.6, "update_every": 10, "schedule": "cubic"}
 
 
-def from_dense(dense_dir: str, lr: float = 1e-4) -> dict:
-    return {"model__name_or_path": dense_dir, "teacher__name_or_path": dense_dir, "training__learning_rate": lr}
-
-
 def row_from_dense(name: str, modifiers: list, lr: float, epochs: int = 1) -> dict:
     """An SST-2 row that starts from the dense fine-tune, with it as the KD teacher, for ``epochs`` more."""
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
-    return sst2_row(name, modifiers, dense_acc, **from_dense(dense_dir, lr), training__num_train_epochs=epochs)
+    return sst2_row(name, modifiers, dense_acc, model__name_or_path=dense_dir, teacher__name_or_path=dense_dir,
+                    training__learning_rate=lr, training__num_train_epochs=epochs)  # fmt: skip
 
 
 def section_combined() -> None:
@@ -742,9 +740,6 @@ ONESHOT_METHODS = {
 }
 
 
-# what issue 7 asks for, plus our best g128 setting; the other ONESHOT_METHODS are `oneshot_variants`
-ONESHOT_CORE = ["dense", "magnitude50", "wanda50", "sparsegpt50", "magnitude24", "wanda24", "sparsegpt24",
-                "rtn_g128", "gptq_g128", "gptq_g128_asym_mse_actorder"]  # fmt: skip
 ONESHOT_DONE: set[str] = set()  # rows computed in this process (the peers section reuses them)
 
 
