@@ -36,7 +36,9 @@ def main() -> None:
             "weights": {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group", "group_size": 64},
         }
     }
-    ignore = ["lm_head"]
+    # Their pruning modifiers name a top-level module "lm_head." (trailing dot), so a plain "lm_head" does
+    # not match and the tied lm_head/embedding matrix gets pruned too; the regex form matches both paths.
+    ignore = ["re:.*lm_head"]
     recipe = {
         "wanda50": lambda: WandaPruningModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
         "sparsegpt50": lambda: SparseGPTModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
@@ -80,6 +82,8 @@ def main() -> None:
         ]
         out["ppl"] = math.exp(nll / n)
         out["sparsity"] = sum(int((p == 0).sum()) for p in layers) / sum(p.numel() for p in layers)
+        head = model.get_output_embeddings().weight
+        out["lm_head_zero_fraction"] = float((head == 0).float().mean())  # 0 unless lm_head was compressed
     print(json.dumps(out))
 
 
