@@ -28,6 +28,9 @@ SST2_LABELS = {
     "gmp80_kd_from_dense": "GMP 80% of the dense fine-tune, dense model as KD teacher (+1 epoch)",
     "gmp80_global_kd_2ep": "GMP 80% global of the dense fine-tune, KD, +2 epochs",
     "gmp80_global_hidden_kd_3ep": "GMP 80% global of the dense fine-tune, logits + hidden-state KD, +3 epochs",
+    "gmp80_global_hidden_kd_8ep_lr1e4": "as above, +8 epochs, lr 1e-4",
+    "gmp80_global_hidden_kd_8ep": "as above, +8 epochs, lr 2e-4",
+    "gmp80_global_hidden_kd_8ep_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
     "dense_full_train": "dense fine-tune on all 60,614 training rows",
     "dense_seed1": "dense fine-tune, seed 1",
     "lora_r8_seed1": "LoRA r=8, seed 1 (kept: vs dense seed 1)",
@@ -69,6 +72,9 @@ SST2_STUDIES = {
     "gmp80_kd_from_dense",
     "gmp80_global_kd_2ep",
     "gmp80_global_hidden_kd_3ep",
+    "gmp80_global_hidden_kd_8ep_lr1e4",
+    "gmp80_global_hidden_kd_8ep",
+    "gmp80_global_hidden_kd_8ep_seed1",
     "dense_full_train",
     "gmp80_full_train",
     "dense_seed1",
@@ -209,6 +215,25 @@ def peers_table() -> str:
     return "\n".join(lines)
 
 
+def gptq_calibration_table() -> str:
+    data, base = load("oneshot_gptq_calibration"), load("oneshot_smollm2")
+    if not data or not base or "dense" not in base["rows"]:
+        return ""
+    dense = base["rows"]["dense"]["ppl"]
+    lines = [
+        "| GPTQ int4 g128 asym + act_order + mse, calibrated on | damp | WikiText-2 ppl | vs dense | wall time |",
+        "|---|---|---|---|---|",
+    ]
+    core = base["rows"].get("gptq_g128_asym_mse_actorder")
+    entries = ([("shakespeare_32x256 (the protocol's, core row)", core)] if core else []) + list(data["rows"].items())
+    for name, r in entries:
+        lines.append(
+            f"| {name.split('_damp')[0]} | {r['modifier'].get('damp', 0.01)} | "
+            f"{r['ppl']:.2f} | +{100 * (r['ppl'] / dense - 1):.1f}% | {num(r.get('compress_s'), '{:.0f} s')} |"
+        )
+    return "\n".join(lines)
+
+
 def recovery_table() -> str:
     r = load("smollm2_sparsegpt24_recover")
     if not r or "rows" not in r:
@@ -286,7 +311,12 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
         ]
         if gmp80:
             best, kept = max(gmp80, key=lambda kv: kv[1])
-            goals.append(("#3", "GMP 80% keeps >= 97% of dense", f"{pct(kept)} at best (`{best}`)", kept >= 0.97))
+            text, met = f"{pct(kept)} at best (`{best}`)", kept >= 0.97
+            other = load(f"sst2_{best}_seed1")
+            if other:  # the best recipe run again at seed 1: the goal is met only if both seeds meet it
+                text += f"; seed 1 of it: {pct(other['recovery'])}"
+                met = met and other["recovery"] >= 0.97
+            goals.append(("#3", "GMP 80% keeps >= 97% of dense", text, met))
     for name, issue, goal, limit in (
         ("magnitude_pruning", "#3", "magnitude-pruning step <= 1.03x a plain Trainer step", 1.03),
         ("qat_int8", "#4", "QAT step <= 1.4x a plain Trainer step", 1.4),
@@ -469,6 +499,13 @@ def main() -> None:
             oneshot_table(core=False),
             "",
         ]
+    if gptq_calibration_table():
+        parts += [
+            "### GPTQ int4 g128: Hessian dampening and calibration domain (`make bench SECTION=gptq_calibration`)",
+            "",
+            gptq_calibration_table(),
+            "",
+        ]
     if peers_table():
         parts += [
             "## hf_lite vs llm-compressor, same model, calibration and evaluation, one run",
@@ -529,6 +566,7 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
         ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
+        ("**GPTQ g128: dampening and calibration domain** (`oneshot_gptq_calibration.json`)", gptq_calibration_table()),
         ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
         ("**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, WikiText-2 ppl)", recovery_table()),
     ):

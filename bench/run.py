@@ -817,6 +817,41 @@ def section_oneshot(methods: list[str] | None = None) -> None:
         )
 
 
+def section_gptq_calibration() -> None:
+    """Is GPTQ int4 g128's gap to dense a calibration question? Our best g128 setting with more Hessian
+    dampening, and calibrated in-domain: WikiText-2 test text from character 600,000 on (disjoint from the
+    first 16,384 evaluated tokens, which end near character 70,000), 32 x 256 and 128 x 512 tokens."""
+    from hf_lite.models import load_model, load_tokenizer
+    from hf_lite.oneshot import apply_recipe_
+    from hf_lite.oneshot.apply import calibration_token_chunks
+    from hf_lite.oneshot.evaluate import perplexity, text_windows
+
+    torch.set_num_threads(2)
+    tok = load_tokenizer("smollm2-135m")
+    wiki = open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read()
+    windows = text_windows(wiki, tok, 512, 32)
+    shakespeare, held_out = open(f"{SHARED}/tiny_shakespeare/input.txt").read(), wiki.replace("\r", "")[600_000:]
+    runs = {  # name: (calibration text, samples, seq_len, damp)
+        "shakespeare_32x256_damp0.1": (shakespeare, 32, 256, 0.1),
+        "shakespeare_32x256_damp0.3": (shakespeare, 32, 256, 0.3),
+        "wikitext_heldout_32x256": (held_out, 32, 256, 0.01),
+        "wikitext_heldout_128x512": (held_out, 128, 512, 0.01),
+    }
+    rows = {}
+    for name, (text, samples, seq_len, damp) in runs.items():
+        spec = {**ONESHOT_METHODS["gptq_g128_asym_mse_actorder"], "damp": damp}
+        model = load_model("smollm2-135m", "causal-lm")
+        t = time.perf_counter()
+        apply_recipe_(model, {"modifiers": [spec]}, calibration_token_chunks(text, tok, samples, seq_len))
+        rows[name] = {
+            "modifier": spec,
+            "compress_s": round(time.perf_counter() - t, 1),
+            "ppl": perplexity(model, windows),
+        }
+        print(f"[bench] gptq calibration {name}: {rows[name]}")
+    save("oneshot_gptq_calibration", {"base_row": "gptq_g128_asym_mse_actorder (oneshot_smollm2.json)", "rows": rows})
+
+
 PEER_METHODS = {  # llm-compressor method -> our equivalent row in ONESHOT_METHODS
     "wanda50": "wanda50",
     "sparsegpt50": "sparsegpt50",
@@ -900,6 +935,7 @@ STUDIES = {
     "qlora_memory": section_qlora_memory,
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,
+    "gptq_calibration": section_gptq_calibration,
     "peers_sparsegpt": section_peers_sparsegpt,
 }
 SECTIONS = {**CORE, **STUDIES}
