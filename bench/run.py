@@ -583,6 +583,71 @@ def section_latency() -> None:
     save("latency_side_by_side", {"latency_s": lat, "speedup_vs_dense": speedups, "loadavg_before": os.getloadavg()})
 
 
+def section_int8_engines() -> None:
+    """Why dynamic int8 stops short of 1.8x here: model latency under each quantized engine (interleaved),
+    the FFN GEMM alone (1024 x 384 -> 1536, batch 8 x 128), and a profile of where fp32 and int8 time goes."""
+    import copy
+
+    from torch.profiler import profile
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.quantization.modifiers import dynamic_int8
+
+    torch.set_num_threads(2)
+    dense = AutoModelForSequenceClassification.from_pretrained(os.path.join(OUT, "dense")).eval()
+    engines = [e for e in ("x86", "fbgemm", "onednn") if e in torch.backends.quantized.supported_engines]
+    default_engine = torch.backends.quantized.engine
+    models, times = {"fp32": (dense, None)}, {}
+    for engine in engines:
+        torch.backends.quantized.engine = engine
+        models[engine] = (dynamic_int8(copy.deepcopy(dense)), engine)
+    for _ in range(3):
+        for name, (model, engine) in models.items():
+            torch.backends.quantized.engine = engine or default_engine
+            times.setdefault(name, []).append(latency(model, 8))
+    lat = {k: statistics.median(v) for k, v in times.items()}
+
+    def median_ms(fn, x, runs: int = 50) -> float:
+        with torch.inference_mode():
+            for _ in range(5):
+                fn(x)
+            ts = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                fn(x)
+                ts.append(time.perf_counter() - t)
+        return 1e3 * statistics.median(ts)
+
+    x, ffn = torch.randn(1024, 384), torch.nn.Linear(384, 1536)
+    gemm = {}
+    for engine in engines:
+        torch.backends.quantized.engine = engine
+        fp32_ms, int8_ms = median_ms(ffn, x), median_ms(dynamic_int8(torch.nn.Sequential(copy.deepcopy(ffn))), x)
+        gemm[engine] = {"fp32_ms": fp32_ms, "int8_ms": int8_ms, "speedup": fp32_ms / int8_ms}
+    torch.backends.quantized.engine = default_engine
+    ids = torch.randint(1000, 2000, (8, 128))
+    share = {}
+    for name in ("fp32", default_engine):
+        model = models[name][0]
+        with torch.inference_mode(), profile() as prof:
+            for _ in range(5):
+                model(input_ids=ids, attention_mask=torch.ones_like(ids))
+        ops = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+        linear = sum(v for k, v in ops.items() if k in ("aten::addmm", "aten::copy_", "quantized::linear_dynamic"))
+        share[name] = {"total_ms": sum(ops.values()), "linear_ms": linear, "top_ops_ms": dict(sorted(ops.items(), key=lambda kv: -kv[1])[:6])}  # fmt: skip
+    save(
+        "dynamic_int8_engines",
+        {
+            "default_engine": default_engine,
+            "latency_b8_s": lat,
+            "speedup_b8": {k: lat["fp32"] / v for k, v in lat.items() if k != "fp32"},
+            "ffn_gemm": gemm,
+            "profile_5_forwards": share,
+            "note": "linear_ms counts addmm plus the bias copy_ (fp32) or quantized::linear_dynamic (int8)",
+        },
+    )
+
+
 def section_overhead(steps: int = 30, variants_only: tuple[str, ...] | None = None) -> None:
     """Step time of LiteTrainer + each modifier vs a plain Trainer, same model and batch, interleaved."""
     import datasets
@@ -936,6 +1001,7 @@ STUDIES = {
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,
+    "int8_engines": section_int8_engines,
     "peers_sparsegpt": section_peers_sparsegpt,
 }
 SECTIONS = {**CORE, **STUDIES}
