@@ -345,6 +345,19 @@ def section_seeds() -> None:
         sst2_row(f"gmp80_seed{seed}", [gmp], dense, training__seed=seed)
 
 
+def section_int4_seed1() -> None:
+    """The int4 g32 pair (RTN on the dense fine-tune, QAT fine-tune) again at seed 1, against dense seed 1:
+    at seed 0 RTN loses nothing, so whether QAT wins back half of RTN's loss cannot be judged there."""
+    torch.set_num_threads(2)
+    seed1_dir = os.path.join(OUT, "dense_seed1")
+    if not os.path.exists(os.path.join(seed1_dir, "model.safetensors")):
+        section_seeds()
+    dense1 = json.load(open(os.path.join(RESULTS, "sst2_dense_seed1.json")))["accuracy"]
+    rtn = {"type": "ptq", "method": "rtn", "bits": 4, "group_size": 32}
+    sst2_row("ptq_rtn_int4_g32_seed1", [rtn], dense1, model__name_or_path=seed1_dir, training__max_steps=0)
+    sst2_row("qat_int4_g32_seed1", [{"type": "qat", "bits": 4, "group_size": 32}], dense1, training__seed=1)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -1002,6 +1015,7 @@ STUDIES = {
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,
     "int8_engines": section_int8_engines,
+    "int4_seed1": section_int4_seed1,
     "peers_sparsegpt": section_peers_sparsegpt,
 }
 SECTIONS = {**CORE, **STUDIES}
