@@ -200,11 +200,13 @@ def student_overrides(teacher_dir: str) -> dict:
     }
 
 
-def dense_reference() -> tuple[str, float]:
-    folder = os.path.join(OUT, "dense")
+def dense_reference(seed: int = 0) -> tuple[str, float]:
+    """Folder and accuracy of the dense fine-tune of ``seed`` (made first if absent)."""
+    name = "dense" if seed == 0 else f"dense_seed{seed}"
+    folder = os.path.join(OUT, name)
     if not os.path.exists(os.path.join(folder, "model.safetensors")):
-        section_dense()
-    return folder, json.load(open(os.path.join(RESULTS, "sst2_dense.json")))["accuracy"]
+        section_dense() if seed == 0 else section_seeds()
+    return folder, json.load(open(os.path.join(RESULTS, f"sst2_{name}.json")))["accuracy"]
 
 
 def section_dense() -> None:
@@ -314,10 +316,7 @@ def section_gmp80_hidden_kd_8ep() -> None:
     gmp = {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.3, "update_every": 10}
     mods = [{**gmp, "scope": "global"}, {**PRUNE_FROM_DENSE_KD, "hidden_weight": 1.0}]
     row_from_dense("gmp80_global_hidden_kd_8ep", mods, lr=2e-4, epochs=8)
-    seed1_dir = os.path.join(OUT, "dense_seed1")
-    if not os.path.exists(os.path.join(seed1_dir, "model.safetensors")):
-        section_seeds()
-    dense1 = json.load(open(os.path.join(RESULTS, "sst2_dense_seed1.json")))["accuracy"]
+    seed1_dir, dense1 = dense_reference(seed=1)
     sst2_row("gmp80_global_hidden_kd_8ep_seed1", mods, dense1, model__name_or_path=seed1_dir,
              teacher__name_or_path=seed1_dir, training__learning_rate=2e-4, training__num_train_epochs=8,
              training__seed=1)  # fmt: skip
@@ -349,10 +348,7 @@ def section_int4_seed1() -> None:
     """The int4 g32 pair (RTN on the dense fine-tune, QAT fine-tune) again at seed 1, against dense seed 1:
     at seed 0 RTN loses nothing, so whether QAT wins back half of RTN's loss cannot be judged there."""
     torch.set_num_threads(2)
-    seed1_dir = os.path.join(OUT, "dense_seed1")
-    if not os.path.exists(os.path.join(seed1_dir, "model.safetensors")):
-        section_seeds()
-    dense1 = json.load(open(os.path.join(RESULTS, "sst2_dense_seed1.json")))["accuracy"]
+    seed1_dir, dense1 = dense_reference(seed=1)
     rtn = {"type": "ptq", "method": "rtn", "bits": 4, "group_size": 32}
     sst2_row("ptq_rtn_int4_g32_seed1", [rtn], dense1, model__name_or_path=seed1_dir, training__max_steps=0)
     sst2_row("qat_int4_g32_seed1", [{"type": "qat", "bits": 4, "group_size": 32}], dense1, training__seed=1)
@@ -898,7 +894,7 @@ def section_oneshot(methods: list[str] | None = None) -> None:
 def section_gptq_calibration() -> None:
     """Is GPTQ int4 g128's gap to dense a calibration question? Our best g128 setting with more Hessian
     dampening, and calibrated in-domain: WikiText-2 test text from character 600,000 on (disjoint from the
-    first 16,384 evaluated tokens, which end near character 70,000), 32 x 256 and 128 x 512 tokens."""
+    first 16,384 evaluated tokens, which end near character 65,000), 32 x 256 and 128 x 512 tokens."""
     from hf_lite.models import load_model, load_tokenizer
     from hf_lite.oneshot import apply_recipe_
     from hf_lite.oneshot.apply import calibration_token_chunks
