@@ -232,7 +232,7 @@ def gptq_calibration_table() -> str:
     entries = ([("shakespeare_32x256 (the protocol's, core row)", core)] if core else []) + list(data["rows"].items())
     for name, r in entries:
         lines.append(
-            f"| {name.split('_damp')[0]} | {r['modifier'].get('damp', 0.01)} | "
+            f"| {name.split('_damp')[0]} | {r['modifier'].get('damp', 0.01)} | "  # 0.01: GPTQ's default damp
             f"{r['ppl']:.2f} | +{100 * (r['ppl'] / dense - 1):.1f}% | {num(r.get('compress_s'), '{:.0f} s')} |"
         )
     return "\n".join(lines)
