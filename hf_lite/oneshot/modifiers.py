@@ -2,8 +2,9 @@
 
 They run once, block by block, before any training (``hf_lite.oneshot.apply_recipe_`` or
 ``hf-lite run``). Afterwards they keep acting as ordinary modifiers during an optional recovery
-fine-tune: the sparse ones hold their masks (pruned weights stay exactly zero), the quantizers snap the
-weights back onto their grid at finalize.
+fine-tune: the sparse ones hold their masks (pruned weights stay exactly zero); the quantizers keep their
+integer codes and learn only the per-group scales (``recovery: scales``), or let the weights train in
+float and snap them back onto the grid at finalize (``recovery: snap``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 from typing import Any, ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..core.modifier import Context, register_modifier
@@ -87,6 +89,12 @@ class RTNSettings(Settings):
     targets: list[str] | None = None
     #: modules kept in float
     ignore: list[str] | None = None
+    #: what a recovery fine-tune after the one-shot step trains. ``scales``: the integer codes stay fixed
+    #: and only the per-group scales learn (the Linear weights are frozen), so training sees the quantized
+    #: model and the result stays on an int grid (the end-to-end step of EfficientQAT). ``snap``: the
+    #: weights train in float and are rounded back onto the one-shot grid at finalize. A short recovery
+    #: rarely moves a weight across a rounding boundary, so ``snap`` usually ends where it started
+    recovery: Literal["scales", "snap"] = "scales"
 
     def validate(self) -> None:
         if self.bits not in (4, 8):
@@ -213,6 +221,30 @@ class SparseGPTModifier(_OneShotPruning):
         self._install(name, module, new, mask)
 
 
+class GridLinear(nn.Linear):
+    """``nn.Linear`` whose weight is ``(codes - zero) * weight_qscale`` with fixed integer codes and
+    learnable per-group scales: what a ``recovery: scales`` fine-tune trains. Restored to a plain
+    ``nn.Linear`` with the grid weights at finalize."""
+
+    weight_qscale: nn.Parameter  # (rows, groups)
+    _hf_lite_codes: torch.Tensor  # weight-shaped int8 (symmetric) or uint8 (asymmetric)
+    _hf_lite_zero: torch.Tensor  # (rows, groups)
+    _hf_lite_group: int
+    _hf_lite_nonzero: torch.Tensor | None  # exact zeros a float zero point cannot express, else None
+
+    def grid_weight(self) -> torch.Tensor:
+        g, cols = self._hf_lite_group, self.weight.shape[1]
+        scale = self.weight_qscale.repeat_interleave(g, dim=1)[:, :cols]
+        zero = self._hf_lite_zero.repeat_interleave(g, dim=1)[:, :cols]
+        w = (self._hf_lite_codes.float() - zero) * scale
+        if self._hf_lite_nonzero is not None:
+            w = w * self._hf_lite_nonzero
+        return w.to(self.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.grid_weight(), self.bias)
+
+
 class _WeightQuantizer(OneShotModifier):
     """Weight-only int quantization; grids (scales, zeros) are kept, checkpointed and exported."""
 
@@ -240,6 +272,44 @@ class _WeightQuantizer(OneShotModifier):
         w = base_weight(module)
         w.copy_(q.to(w.dtype))
         self.scales[name], self.zeros[name] = scales, zeros
+        if self.settings.recovery == "scales":
+            self._learn_scales(name, module)
+
+    @torch.no_grad()
+    def _learn_scales(self, name: str, module: nn.Module) -> None:
+        """Freeze the weight as integer codes and give the Linear a learnable scale per group. Done right
+        after compression, so the scales exist before a Trainer builds its optimizer."""
+        s, lin = self.settings, getattr(module, "base_layer", module)
+        if type(lin) is not nn.Linear:
+            return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
+        w = lin.weight
+        g = s.group_size or w.shape[1]
+        scale = self.scales[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
+        zero = self.zeros[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
+        codes = torch.round(w.float() / scale + zero)
+        lin._hf_lite_codes = codes.to(torch.int8 if s.symmetric else torch.uint8)
+        lin._hf_lite_zero = self.zeros[name].to(w.device)
+        lin._hf_lite_group = g
+        float_zero_with_zeros = s.zero_point == "float" and bool((w == 0).any())
+        lin._hf_lite_nonzero = (w != 0).to(w.dtype) if float_zero_with_zeros else None
+        lin.register_parameter("weight_qscale", nn.Parameter(self.scales[name].to(w.device, torch.float32)))
+        lin.weight.requires_grad_(False)
+        lin.__class__ = GridLinear
+
+    @torch.no_grad()
+    def _fold_scales(self) -> None:
+        """Write the trained grid into the plain weights and restore ``nn.Linear``."""
+        for name, module in self.modules.items():
+            lin = getattr(module, "base_layer", module)
+            if not isinstance(lin, GridLinear):
+                continue
+            lin.weight.data = lin.grid_weight().detach().clone()
+            self.scales[name] = lin.weight_qscale.detach().clone()
+            lin.weight.requires_grad_(True)
+            lin.__class__ = nn.Linear
+            del lin._parameters["weight_qscale"]
+            for attr in ("_hf_lite_codes", "_hf_lite_zero", "_hf_lite_group", "_hf_lite_nonzero"):
+                delattr(lin, attr)
 
     @torch.no_grad()
     def snap(self) -> None:
@@ -257,6 +327,7 @@ class _WeightQuantizer(OneShotModifier):
                 w[:, a : a + g] = torch.where(block == 0, block, snapped).to(w.dtype)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        self._fold_scales()
         self.snap()
         return super().finalize(model, ctx)
 

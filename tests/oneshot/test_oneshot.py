@@ -293,6 +293,49 @@ def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir, m
     assert isinstance(report["generation_sample"]["greedy"], str)
 
 
+@pytest.mark.parametrize("zero_point", ["int", "float"])
+def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point):
+    """``recovery: scales``: training moves only the per-group scales; the integer codes of every weight
+    are those GPTQ chose, the export lies exactly on the trained grid and reloads as a plain Linear."""
+    from safetensors.torch import load_file
+
+    from hf_lite import run_recipe
+
+    folder, text = llama_dir
+    spec = {"type": "gptq", "group_size": 16, "symmetric": False, "zero_point": zero_point}
+    recipe = {
+        "model": {"name_or_path": folder, "task": "causal-lm"},
+        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
+        "calibration": {"samples": 8, "seq_len": 32},
+        "training": {"max_steps": 6, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
+        "modifiers": [{"type": "wanda", "sparsity": 0.5}, spec],
+        "export": {"output_dir": str(tmp_path / "out")},
+    }
+    report, model = run_recipe(recipe, return_model=True)
+    assert all(type(m) is torch.nn.Linear for m in block_linears(model).values())
+    assert report["compression"]["sparsity"] == 0.5  # wanda's zeros survive learned scales on either grid
+
+    # the same one-shot step without training: its codes are what the recovery must keep
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite.models import load_tokenizer
+
+    oneshot = AutoModelForCausalLM.from_pretrained(folder)
+    cal = calibration_token_chunks(open(text).read(), load_tokenizer(folder), 8, 32)
+    session = apply_recipe_(oneshot, {"modifiers": [{"type": "wanda", "sparsity": 0.5}, spec]}, cal, progress=False)
+    grid = load_file(os.path.join(tmp_path / "out", GRID_FILE))
+    weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
+    name = "model.layers.1.mlp.down_proj"
+    w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
+    w0, s0 = dict(oneshot.named_modules())[name].weight.detach(), session.modifiers[1].scales[name]
+    assert not torch.allclose(s, s0)  # the scales trained
+    codes = (w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1))[w.reshape(w.shape[0], -1, 16) != 0]
+    codes0 = (w0.reshape(w0.shape[0], -1, 16) / s0.unsqueeze(-1) + z.unsqueeze(-1))[w.reshape(w.shape[0], -1, 16) != 0]
+    assert torch.allclose(codes, codes.round(), atol=1e-3)  # on the trained grid
+    assert torch.equal(codes.round(), codes0.round())  # with GPTQ's codes
+    assert torch.equal(w == 0, w0 == 0)
+
+
 def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
     text = " ".join(WORDS * 40)
     seq = calibration_token_chunks(text, tokenizer, 4, 16)
