@@ -238,25 +238,38 @@ def gptq_calibration_table() -> str:
     return "\n".join(lines)
 
 
+RECOVERY_LABELS = {  # (file, row) -> what ran
+    ("smollm2_sparsegpt24_recover", "plain"): ("SparseGPT 2:4, keeping the mask", "50.0% zeros"),
+    ("smollm2_sparsegpt24_recover", "kd"): (
+        "SparseGPT 2:4, keeping the mask, KD from the dense model (T 1)",
+        "50.0% zeros",
+    ),
+    ("smollm2_gptq_g128_recover", "scales"): (
+        "GPTQ int4 g128 (asym, act_order, mse), learning only the scales, KD (T 1)",
+        "int4 grid, GPTQ's codes",
+    ),
+    ("smollm2_gptq_g128_recover", "snap"): (
+        "GPTQ int4 g128 (asym, act_order, mse), float weights rounded back at the end, KD (T 1)",
+        "int4 grid",
+    ),
+}
+
+
 def recovery_table() -> str:
-    r = load("smollm2_sparsegpt24_recover")
-    if not r or "rows" not in r:
-        return ""
     lines = [
-        "| SmolLM2-135M, SparseGPT 2:4, then 20 steps of 2 x 512 tiny-shakespeare tokens | dense | after one-shot | after recovery | zeros |",
-        "|---|---|---|---|---|",
+        "| SmolLM2-135M one-shot, then steps of 2 x 512 tiny-shakespeare tokens | steps | dense | after one-shot | after recovery | kept |",
+        "|---|---|---|---|---|---|",
     ]
-    for name, row in r["rows"].items():
-        label = (
-            "recovery keeping the mask"
-            if name == "plain"
-            else "recovery keeping the mask, KD from the dense model (T 1)"
-        )
+    for (file, name), (label, kept) in RECOVERY_LABELS.items():
+        row = ((load(file) or {}).get("rows") or {}).get(name)
+        if not row:
+            continue
+        steps = row.get("training", {}).get("max_steps", 20)  # the SparseGPT rows predate the field: 20 steps
         lines.append(
-            f"| {label} | {row['ppl_dense']:.2f} | {row['ppl_after_oneshot']:.2f} | {row['ppl_after_recovery']:.2f} | "
-            f"{pct(row['sparsity'])} |"
+            f"| {label} | {steps} | {row['ppl_dense']:.2f} | {row['ppl_after_oneshot']:.2f} | "
+            f"{row['ppl_after_recovery']:.2f} | {kept} |"
         )
-    return "\n".join(lines)
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 def formats_table() -> str:
@@ -373,7 +386,13 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
     if "dense" in ppl and g128:
         best = min(g128, key=g128.get)
         rel = g128[best] / ppl["dense"] - 1
-        goals.append(("#7", "GPTQ int4 g128 within +5% of dense ppl", f"+{100 * rel:.1f}% (`{best}`)", rel <= 0.05))
+        text = f"+{100 * rel:.1f}% (`{best}`)"
+        recovered = ((load("smollm2_gptq_g128_recover") or {}).get("rows") or {}).get("scales")
+        if recovered:
+            rel_r = recovered["ppl_after_recovery"] / ppl["dense"] - 1
+            text += f"; after the scales-only KD recovery +{100 * rel_r:.1f}%"
+            rel = min(rel, rel_r)
+        goals.append(("#7", "GPTQ int4 g128 within +5% of dense ppl", text, rel <= 0.05))
     return goals
 
 
@@ -574,7 +593,11 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
         ("**GPTQ g128: dampening and calibration domain** (`oneshot_gptq_calibration.json`)", gptq_calibration_table()),
         ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
-        ("**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, WikiText-2 ppl)", recovery_table()),
+        (
+            "**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, `smollm2_gptq_g128_recover.json`, "
+            "WikiText-2 ppl)",
+            recovery_table(),
+        ),
     ):
         if table:
             block += [title, "", table, ""]

@@ -24,6 +24,11 @@ def _name_matches(name: str, pattern: str) -> bool:
     return name == pattern or name.endswith("." + pattern)
 
 
+def plain_module_name(name: str) -> str:
+    """The module's name in the unwrapped model (what a merged, saved model's weights are called)."""
+    return name.removeprefix("base_model.model.").removesuffix(".base_layer")
+
+
 def find_linear_targets(
     model: nn.Module,
     targets: list[str] | None = None,

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core.modifier import Context, register_modifier
 from ..core.settings import RecipeError, Settings
+from ..core.targets import plain_module_name
 from ..pruning.base import MaskedModifier, base_weight
 from ..pruning.masks import parse_pattern
 from ..pruning.modifiers import _check_pattern
@@ -231,10 +232,12 @@ class GridLinear(nn.Linear):
     _hf_lite_zero: torch.Tensor  # (rows, groups)
     _hf_lite_group: int
     _hf_lite_nonzero: torch.Tensor | None  # exact zeros a float zero point cannot express, else None
+    _hf_lite_weight_trainable: bool  # restored at finalize
 
-    def grid_weight(self) -> torch.Tensor:
+    def grid_weight(self, scales: torch.Tensor | None = None) -> torch.Tensor:
         g, cols = self._hf_lite_group, self.weight.shape[1]
-        scale = self.weight_qscale.repeat_interleave(g, dim=1)[:, :cols]
+        scales = self.weight_qscale if scales is None else scales
+        scale = scales.repeat_interleave(g, dim=1)[:, :cols]
         zero = self._hf_lite_zero.repeat_interleave(g, dim=1)[:, :cols]
         w = (self._hf_lite_codes.float() - zero) * scale
         if self._hf_lite_nonzero is not None:
@@ -292,7 +295,8 @@ class _WeightQuantizer(OneShotModifier):
         lin._hf_lite_group = g
         float_zero_with_zeros = s.zero_point == "float" and bool((w == 0).any())
         lin._hf_lite_nonzero = (w != 0).to(w.dtype) if float_zero_with_zeros else None
-        lin.register_parameter("weight_qscale", nn.Parameter(self.scales[name].to(w.device, torch.float32)))
+        lin.register_parameter("weight_qscale", nn.Parameter(self.scales[name].to(w.device, torch.float32, copy=True)))
+        lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
         lin.__class__ = GridLinear
 
@@ -303,13 +307,17 @@ class _WeightQuantizer(OneShotModifier):
             lin = getattr(module, "base_layer", module)
             if not isinstance(lin, GridLinear):
                 continue
-            lin.weight.data = lin.grid_weight().detach().clone()
+            # the frozen weight only changes if something wrote into it (a LoRA merge): keep that delta,
+            # the snap at finalize then rounds it onto the trained grid
+            delta = lin.weight - lin.grid_weight(self.scales[name].to(lin.weight.device))
+            lin.weight.data = (lin.grid_weight() + delta).detach()
             self.scales[name] = lin.weight_qscale.detach().clone()
-            lin.weight.requires_grad_(True)
+            lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"]
-            for attr in ("_hf_lite_codes", "_hf_lite_zero", "_hf_lite_group", "_hf_lite_nonzero"):
-                delattr(lin, attr)
+            for attr in GridLinear.__annotations__:
+                if attr.startswith("_hf_lite"):
+                    delattr(lin, attr)
 
     @torch.no_grad()
     def snap(self) -> None:
@@ -371,9 +379,9 @@ class _WeightQuantizer(OneShotModifier):
 
         save_model(model, folder, tokenizer)
         tensors = {}
-        for n in self.scales:
-            tensors[f"{n}.scales"] = self.scales[n].contiguous()
-            tensors[f"{n}.zeros"] = self.zeros[n].contiguous()
+        for n in self.scales:  # named as in the saved model, also when peft wrapped it during training
+            tensors[f"{plain_module_name(n)}.scales"] = self.scales[n].contiguous()
+            tensors[f"{plain_module_name(n)}.zeros"] = self.zeros[n].contiguous()
         save_file(tensors, os.path.join(folder, GRID_FILE), metadata=self.grid_metadata())
 
 

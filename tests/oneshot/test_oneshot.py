@@ -336,6 +336,46 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
     assert torch.equal(w == 0, w0 == 0)
 
 
+def test_lora_merge_over_learned_scales_lands_on_the_trained_grid(tmp_path, llama_dir):
+    """LoRA trained over a GPTQ base with learnable scales: the merge moves the weights, and the
+    quantizer's finalize rounds the merged weights onto its trained grid (the merge is not dropped)."""
+    from safetensors.torch import load_file
+
+    from hf_lite import run_recipe
+
+    folder, text = llama_dir
+    recipe = {
+        "model": {"name_or_path": folder, "task": "causal-lm"},
+        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
+        "calibration": {"samples": 8, "seq_len": 32},
+        "training": {"max_steps": 4, "learning_rate": 5e-2, "per_device_train_batch_size": 8},
+        "modifiers": [
+            {"type": "lora", "r": 4, "merge": True},
+            {"type": "gptq", "group_size": 16, "symmetric": False},
+        ],
+        "export": {"output_dir": str(tmp_path / "out")},
+    }
+    run_recipe(recipe)
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite.models import load_tokenizer
+
+    oneshot = AutoModelForCausalLM.from_pretrained(folder)  # GPTQ alone: LoRA's B = 0 leaves its inputs alike
+    cal = calibration_token_chunks(open(text).read(), load_tokenizer(folder), 8, 32)
+    session = apply_recipe_(oneshot, {"modifiers": [recipe["modifiers"][1]]}, cal, progress=False)
+    weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
+    grid = load_file(os.path.join(tmp_path / "out", GRID_FILE))
+    changed = 0
+    for name, s0 in session.modifiers[0].scales.items():
+        w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
+        codes = w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1)
+        assert torch.allclose(codes, codes.round(), atol=1e-3), name  # on the trained grid
+        w0 = dict(oneshot.named_modules())[name].weight.detach()
+        codes0 = w0.reshape(w0.shape[0], -1, 16) / s0.unsqueeze(-1) + z.unsqueeze(-1)
+        changed += int((codes.round() != codes0.round()).sum())
+    assert changed > 0  # the merged LoRA update moved weights to other codes
+
+
 def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
     text = " ".join(WORDS * 40)
     seq = calibration_token_chunks(text, tokenizer, 4, 16)
