@@ -362,6 +362,15 @@ def section_int4_seed1() -> None:
     sst2_row("qat_int4_g32_seed1", [QAT_INT4_G32], dense1, training__seed=1)
 
 
+def section_int4_scales_kd() -> None:
+    """RTN int4 g32 on the dense fine-tune (the grid of the RTN rows), then one epoch that learns only the
+    per-group scales (integer codes fixed) with the dense model as KD teacher, at seeds 0 and 1."""
+    rtn = {"type": "rtn", "bits": 4, "group_size": 32, "symmetric": True, "recovery": "scales"}
+    for seed in (0, 1):
+        name = "rtn_int4_g32_scales_kd_from_dense" + ("_seed1" if seed else "")
+        row_from_dense(name, [rtn, PRUNE_FROM_DENSE_KD], lr=2e-5, seed=seed)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -1042,6 +1051,7 @@ STUDIES = {
     "gptq_recover": section_gptq_recover,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
+    "int4_scales_kd": section_int4_scales_kd,
     "peers_sparsegpt": section_peers_sparsegpt,
 }
 SECTIONS = {**CORE, **STUDIES}

@@ -93,8 +93,8 @@ class RTNSettings(Settings):
     #: what a recovery fine-tune after the one-shot step trains. ``scales``: the integer codes stay fixed
     #: and only the per-group scales learn (the Linear weights are frozen), so training sees the quantized
     #: model and the result stays on an int grid (the end-to-end step of EfficientQAT). ``snap``: the
-    #: weights train in float and are rounded back onto the one-shot grid at finalize. A short recovery
-    #: rarely moves a weight across a rounding boundary, so ``snap`` usually ends where it started
+    #: weights train in float and are rounded back onto the one-shot grid at finalize, which can undo
+    #: what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 -> 34.9 ppl vs 37.7)
     recovery: Literal["scales", "snap"] = "scales"
 
     def validate(self) -> None:
