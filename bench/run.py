@@ -314,14 +314,19 @@ def section_gmp80_hidden_kd() -> None:
     row_from_dense("gmp80_global_hidden_kd_3ep", [{**gmp, "scope": "global"}, kd], lr=1e-4, epochs=3)
 
 
+def recipe_yaml(name: str) -> dict:
+    """recipes/<name> as a dict (its data paths are relative to the repository)."""
+    import yaml
+
+    return yaml.safe_load(open(os.path.join(REPO, "recipes", name)))
+
+
 def section_gmp80_hidden_kd_8ep() -> None:
     """recipes/gmp_80_kd.yaml, the GMP-80 recipe that meets issue 3's goal: as ``gmp80_hidden_kd`` but
     8 more epochs at lr 2e-4, 80% reached after 2.4 of them (at lr 1e-4 the same run kept 95.9%). Seed 0
     and seed 1, each pruning the dense fine-tune of its own seed, with it as teacher and as the reference
     (about 15 min each)."""
-    import yaml
-
-    recipe = yaml.safe_load(open(os.path.join(REPO, "recipes", "gmp_80_kd.yaml")))
+    recipe = recipe_yaml("gmp_80_kd.yaml")
     lr, epochs = recipe["training"]["learning_rate"], recipe["training"]["num_train_epochs"]
     for seed, suffix in ((0, ""), (1, "_seed1")):
         row_from_dense(f"gmp80_global_hidden_kd_8ep{suffix}", recipe["modifiers"], lr, epochs, seed)
@@ -555,36 +560,41 @@ def section_qlora_memory(steps: int = 8) -> None:
     save("smollm2_qlora_memory", {"steps": steps, "batch": 2, "seq_len": 256, "rows": rows})
 
 
+def recovery_row(recipe: dict, folder: str) -> dict:
+    """Run a one-shot + recovery recipe on SmolLM2: perplexity before, after one-shot and after training."""
+    from hf_lite.api import run_recipe
+
+    report = run_recipe(recipe, output_dir=os.path.join(OUT, folder), overwrite=True)
+    m = report["metrics"]
+    row = {
+        "ppl_dense": m["before"]["before_perplexity"],
+        "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
+        "ppl_after_recovery": m["after"]["after_perplexity"],
+        "sparsity": report["compression"]["sparsity"],
+        "bits": report["compression"]["bits"],
+        "timings_s": report["timings_s"],
+        "generation_sample": report.get("generation_sample"),
+        "modifiers": recipe["modifiers"],
+        "training": recipe["training"],
+    }
+    print(f"[bench] {folder}: {row['ppl_after_oneshot']} -> {row['ppl_after_recovery']}")
+    return row
+
+
 def section_recovery(variants: tuple[str, ...] = ("kd",)) -> None:
     """recipes/oneshot_sparsegpt24_recover.yaml: SparseGPT 2:4 on SmolLM2, then 20 steps that keep the mask
     with the dense model as distillation teacher (pure KL, T 1); `recovery_plain`: the same steps without KD."""
-    import yaml
-
-    from hf_lite.api import run_recipe
-
     torch.set_num_threads(2)
     os.chdir(REPO)  # the recipe's data paths are relative to the repository
-    base = yaml.safe_load(open("recipes/oneshot_sparsegpt24_recover.yaml"))
+    base = recipe_yaml("oneshot_sparsegpt24_recover.yaml")
     kd = json.loads(json.dumps(base))
     kd["teacher"] = {"name_or_path": "smollm2-135m"}
     kd["modifiers"].append({"type": "distillation", "temperature": 1.0, "alpha": 1.0})
     path = os.path.join(RESULTS, "smollm2_sparsegpt24_recover.json")
     rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
     for name, recipe in (("plain", base), ("kd", kd)):
-        if name not in variants:
-            continue
-        report = run_recipe(recipe, output_dir=os.path.join(OUT, f"recover_{name}"), overwrite=True)
-        m = report["metrics"]
-        rows[name] = {
-            "ppl_dense": m["before"]["before_perplexity"],
-            "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
-            "ppl_after_recovery": m["after"]["after_perplexity"],
-            "sparsity": report["compression"]["sparsity"],
-            "timings_s": report["timings_s"],
-            "generation_sample": report.get("generation_sample"),
-            "modifiers": recipe["modifiers"],
-        }
-        print(f"[bench] recovery {name}: {rows[name]['ppl_after_oneshot']} -> {rows[name]['ppl_after_recovery']}")
+        if name in variants:
+            rows[name] = recovery_row(recipe, f"recover_{name}")
     save("smollm2_sparsegpt24_recover", {"recipe": "recipes/oneshot_sparsegpt24_recover.yaml", "rows": rows})
 
 
@@ -592,30 +602,14 @@ def section_gptq_recover() -> None:
     """recipes/oneshot_gptq_g128_recover.yaml: GPTQ int4 g128 (our best grid) on SmolLM2, then 30 KD steps
     that learn only the per-group scales; `snap`: the same steps training the weights in float and rounding
     them back onto GPTQ's grid at finalize."""
-    import yaml
-
-    from hf_lite.api import run_recipe
-
     torch.set_num_threads(2)
     os.chdir(REPO)  # the recipe's data paths are relative to the repository
-    scales = yaml.safe_load(open("recipes/oneshot_gptq_g128_recover.yaml"))
+    scales = recipe_yaml("oneshot_gptq_g128_recover.yaml")
     snap = json.loads(json.dumps(scales))
     snap["modifiers"][0]["recovery"] = "snap"
     rows = {}
     for name, recipe in (("scales", scales), ("snap", snap)):
-        report = run_recipe(recipe, output_dir=os.path.join(OUT, f"gptq_recover_{name}"), overwrite=True)
-        m = report["metrics"]
-        rows[name] = {
-            "ppl_dense": m["before"]["before_perplexity"],
-            "ppl_after_oneshot": m["after_oneshot"]["oneshot_perplexity"],
-            "ppl_after_recovery": m["after"]["after_perplexity"],
-            "bits": report["compression"]["bits"],
-            "timings_s": report["timings_s"],
-            "generation_sample": report.get("generation_sample"),
-            "modifiers": recipe["modifiers"],
-            "training": recipe["training"],
-        }
-        print(f"[bench] gptq recover {name}: {rows[name]['ppl_after_oneshot']} -> {rows[name]['ppl_after_recovery']}")
+        rows[name] = recovery_row(recipe, f"gptq_recover_{name}")
         save("smollm2_gptq_g128_recover", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": rows})
 
 

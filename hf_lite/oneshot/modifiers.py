@@ -290,11 +290,14 @@ class _WeightQuantizer(OneShotModifier):
         scale = self.scales[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
         zero = self.zeros[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
         codes = torch.round(w.float() / scale + zero)
-        lin._hf_lite_codes = codes.to(torch.int8 if s.symmetric else torch.uint8)
-        lin._hf_lite_zero = self.zeros[name].to(w.device)
-        lin._hf_lite_group = g
         float_zero_with_zeros = s.zero_point == "float" and bool((w == 0).any())
-        lin._hf_lite_nonzero = (w != 0).to(w.dtype) if float_zero_with_zeros else None
+        # non-persistent buffers: they follow .to(device) and stay out of the state dict
+        lin.register_buffer("_hf_lite_codes", codes.to(torch.int8 if s.symmetric else torch.uint8), persistent=False)
+        lin.register_buffer("_hf_lite_zero", self.zeros[name].to(w.device), persistent=False)
+        lin.register_buffer(
+            "_hf_lite_nonzero", (w != 0).to(w.dtype) if float_zero_with_zeros else None, persistent=False
+        )
+        lin._hf_lite_group = g
         lin.register_parameter("weight_qscale", nn.Parameter(self.scales[name].to(w.device, torch.float32, copy=True)))
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
@@ -315,9 +318,9 @@ class _WeightQuantizer(OneShotModifier):
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"]
-            for attr in GridLinear.__annotations__:
-                if attr.startswith("_hf_lite"):
-                    delattr(lin, attr)
+            for buffer in ("_hf_lite_codes", "_hf_lite_zero", "_hf_lite_nonzero"):
+                del lin._buffers[buffer]
+            del lin._hf_lite_group, lin._hf_lite_weight_trainable
 
     @torch.no_grad()
     def snap(self) -> None:
