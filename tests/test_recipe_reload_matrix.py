@@ -51,11 +51,15 @@ def assets(tmp_path_factory):
 
 
 def shrink(raw: dict, assets: dict, out: str) -> dict:
-    """The recipe with tiny models, tiny data and a 2-step budget; modifiers untouched."""
+    """The recipe with tiny models, tiny data and a 2-step budget; modifiers untouched except group sizes
+    wider than the tiny models' narrowest Linear (64 inputs)."""
     causal = raw["model"].get("task") == "causal-lm"
     raw["model"]["name_or_path"] = assets["llama" if causal else "bert"]
     if "teacher" in raw:
-        raw["teacher"]["name_or_path"] = assets["bert"]
+        raw["teacher"]["name_or_path"] = assets["llama" if causal else "bert"]
+    for modifier in raw.get("modifiers", []):
+        if (modifier.get("group_size") or 0) > 64:
+            modifier["group_size"] = 64
     data = raw.setdefault("data", {})
     source = assets["txt" if causal else "tsv"]
     for key in ("train", "eval"):
