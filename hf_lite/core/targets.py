@@ -17,16 +17,16 @@ from .settings import RecipeError
 BLOCK_PATTERN = re.compile(r"(^|\.)(layer|layers|h|blocks|block)\.\d+\.")
 
 
-def _name_matches(name: str, pattern: str) -> bool:
-    name = name.removesuffix(".base_layer")  # a peft LoRA layer wraps the original Linear
-    if pattern.startswith("re:"):
-        return re.search(pattern[3:], name) is not None
-    return name == pattern or name.endswith("." + pattern)
-
-
 def plain_module_name(name: str) -> str:
     """The module's name in the unwrapped model (what a merged, saved model's weights are called)."""
     return name.removeprefix("base_model.model.").removesuffix(".base_layer")
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    name = plain_module_name(name)  # match what the user sees in the saved model, also under peft
+    if pattern.startswith("re:"):
+        return re.search(pattern[3:], name) is not None
+    return name == pattern or name.endswith("." + pattern)
 
 
 def find_linear_targets(

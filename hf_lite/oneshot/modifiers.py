@@ -223,26 +223,19 @@ class SparseGPTModifier(_OneShotPruning):
 
 
 class GridLinear(nn.Linear):
-    """``nn.Linear`` whose weight is ``(codes - zero) * weight_qscale`` with fixed integer codes and
-    learnable per-group scales: what a ``recovery: scales`` fine-tune trains. Restored to a plain
-    ``nn.Linear`` with the grid weights at finalize."""
+    """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
+    ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
+    ``(q - zero) * weight_qscale``: the integer codes stay fixed, only the per-group scales train, and
+    exact zeros stay zero on any grid. Restored to a plain ``nn.Linear`` at finalize."""
 
-    weight_qscale: nn.Parameter  # (rows, groups)
-    _hf_lite_codes: torch.Tensor  # weight-shaped int8 (symmetric) or uint8 (asymmetric)
-    _hf_lite_zero: torch.Tensor  # (rows, groups)
+    weight_qscale: nn.Parameter  # (rows, groups), trained
+    _hf_lite_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
     _hf_lite_group: int
-    _hf_lite_nonzero: torch.Tensor | None  # exact zeros a float zero point cannot express, else None
     _hf_lite_weight_trainable: bool  # restored at finalize
 
-    def grid_weight(self, scales: torch.Tensor | None = None) -> torch.Tensor:
-        g, cols = self._hf_lite_group, self.weight.shape[1]
-        scales = self.weight_qscale if scales is None else scales
-        scale = scales.repeat_interleave(g, dim=1)[:, :cols]
-        zero = self._hf_lite_zero.repeat_interleave(g, dim=1)[:, :cols]
-        w = (self._hf_lite_codes.float() - zero) * scale
-        if self._hf_lite_nonzero is not None:
-            w = w * self._hf_lite_nonzero
-        return w.to(self.weight.dtype)
+    def grid_weight(self) -> torch.Tensor:
+        ratio = (self.weight_qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
+        return self.weight * ratio[:, : self.weight.shape[1]].to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.grid_weight(), self.bias)
@@ -280,46 +273,33 @@ class _WeightQuantizer(OneShotModifier):
 
     @torch.no_grad()
     def _learn_scales(self, name: str, module: nn.Module) -> None:
-        """Freeze the weight as integer codes and give the Linear a learnable scale per group. Done right
-        after compression, so the scales exist before a Trainer builds its optimizer."""
-        s, lin = self.settings, getattr(module, "base_layer", module)
+        """Freeze the weight and give the Linear a learnable scale per group. Done right after
+        compression, so the scales exist before a Trainer builds its optimizer."""
+        lin = getattr(module, "base_layer", module)
         if type(lin) is not nn.Linear:
             return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
-        w = lin.weight
-        g = s.group_size or w.shape[1]
-        scale = self.scales[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
-        zero = self.zeros[name].repeat_interleave(g, dim=1)[:, : w.shape[1]]
-        codes = torch.round(w.float() / scale + zero)
-        float_zero_with_zeros = s.zero_point == "float" and bool((w == 0).any())
-        # non-persistent buffers: they follow .to(device) and stay out of the state dict
-        lin.register_buffer("_hf_lite_codes", codes.to(torch.int8 if s.symmetric else torch.uint8), persistent=False)
-        lin.register_buffer("_hf_lite_zero", self.zeros[name].to(w.device), persistent=False)
-        lin.register_buffer(
-            "_hf_lite_nonzero", (w != 0).to(w.dtype) if float_zero_with_zeros else None, persistent=False
-        )
-        lin._hf_lite_group = g
-        lin.register_parameter("weight_qscale", nn.Parameter(self.scales[name].to(w.device, torch.float32, copy=True)))
+        scale = self.scales[name].to(lin.weight.device, torch.float32)
+        lin.register_buffer("_hf_lite_scale", scale, persistent=False)  # follows .to(device), not saved
+        lin.register_parameter("weight_qscale", nn.Parameter(scale.clone()))
+        lin._hf_lite_group = self.settings.group_size or lin.weight.shape[1]
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
         lin.__class__ = GridLinear
 
     @torch.no_grad()
     def _fold_scales(self) -> None:
-        """Write the trained grid into the plain weights and restore ``nn.Linear``."""
+        """Write the trained scales into the plain weights and restore ``nn.Linear``. Anything written
+        into the frozen weight meanwhile (a LoRA merge) is rescaled with its group; the snap at finalize
+        then rounds it onto the trained grid."""
         for name, module in self.modules.items():
             lin = getattr(module, "base_layer", module)
             if not isinstance(lin, GridLinear):
                 continue
-            # the frozen weight only changes if something wrote into it (a LoRA merge): keep that delta,
-            # the snap at finalize then rounds it onto the trained grid
-            delta = lin.weight - lin.grid_weight(self.scales[name].to(lin.weight.device))
-            lin.weight.data = (lin.grid_weight() + delta).detach()
+            lin.weight.data = lin.grid_weight().detach()
             self.scales[name] = lin.weight_qscale.detach().clone()
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
-            del lin._parameters["weight_qscale"]
-            for buffer in ("_hf_lite_codes", "_hf_lite_zero", "_hf_lite_nonzero"):
-                del lin._buffers[buffer]
+            del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
             del lin._hf_lite_group, lin._hf_lite_weight_trainable
 
     @torch.no_grad()

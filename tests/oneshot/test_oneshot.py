@@ -36,6 +36,22 @@ def correlated_inputs(rows: int = 512, cols: int = 64, seed: int = 0) -> torch.T
     return (low_rank + 0.1 * torch.randn(rows, cols, generator=g)) * torch.logspace(-0.5, 0.5, cols)
 
 
+def grid_codes(w: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int = 16) -> torch.Tensor:
+    """(rows, groups, group) codes of a saved weight on its grid: integers when the weight lies on it."""
+    return w.reshape(w.shape[0], -1, group) / scales.unsqueeze(-1) + zeros.unsqueeze(-1)
+
+
+def oneshot_reference(folder: str, text: str, modifiers: list) -> tuple:
+    """(model, session): the one-shot step alone, with the calibration a test recipe below asks for."""
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite.models import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    cal = calibration_token_chunks(open(text).read(), load_tokenizer(folder), 8, 32)
+    return model, apply_recipe_(model, {"modifiers": modifiers}, cal, progress=False)
+
+
 # -- algorithms on one layer ---------------------------------------------------------------------------
 def test_gptq_reconstructs_better_than_rtn_on_the_same_layer():
     x = correlated_inputs()
@@ -229,7 +245,7 @@ def test_gptq_export_reloads_without_hf_lite_and_the_grid_checks(tmp_path):
     weights = load_file(os.path.join(folder, "model.safetensors"))
     w = weights["model.layers.1.mlp.down_proj.weight"]
     s, z = grid["model.layers.1.mlp.down_proj.scales"], grid["model.layers.1.mlp.down_proj.zeros"]
-    codes = w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1)
+    codes = grid_codes(w, s, z)
     assert torch.allclose(codes, codes.round(), atol=1e-3) and codes.round().min() >= 0 and codes.round().max() <= 15
 
 
@@ -316,21 +332,15 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
     assert report["compression"]["sparsity"] == 0.5  # wanda's zeros survive learned scales on either grid
 
     # the same one-shot step without training: its codes are what the recovery must keep
-    from transformers import AutoModelForCausalLM
-
-    from hf_lite.models import load_tokenizer
-
-    oneshot = AutoModelForCausalLM.from_pretrained(folder)
-    cal = calibration_token_chunks(open(text).read(), load_tokenizer(folder), 8, 32)
-    session = apply_recipe_(oneshot, {"modifiers": [{"type": "wanda", "sparsity": 0.5}, spec]}, cal, progress=False)
+    oneshot, session = oneshot_reference(folder, text, recipe["modifiers"])
     grid = load_file(os.path.join(tmp_path / "out", GRID_FILE))
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
     name = "model.layers.1.mlp.down_proj"
     w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
     w0, s0 = dict(oneshot.named_modules())[name].weight.detach(), session.modifiers[1].scales[name]
     assert not torch.allclose(s, s0)  # the scales trained
-    codes = (w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1))[w.reshape(w.shape[0], -1, 16) != 0]
-    codes0 = (w0.reshape(w0.shape[0], -1, 16) / s0.unsqueeze(-1) + z.unsqueeze(-1))[w.reshape(w.shape[0], -1, 16) != 0]
+    kept = w.reshape(w.shape[0], -1, 16) != 0
+    codes, codes0 = grid_codes(w, s, z)[kept], grid_codes(w0, s0, z)[kept]
     assert torch.allclose(codes, codes.round(), atol=1e-3)  # on the trained grid
     assert torch.equal(codes.round(), codes0.round())  # with GPTQ's codes
     assert torch.equal(w == 0, w0 == 0)
@@ -356,22 +366,15 @@ def test_lora_merge_over_learned_scales_lands_on_the_trained_grid(tmp_path, llam
         "export": {"output_dir": str(tmp_path / "out")},
     }
     run_recipe(recipe)
-    from transformers import AutoModelForCausalLM
-
-    from hf_lite.models import load_tokenizer
-
-    oneshot = AutoModelForCausalLM.from_pretrained(folder)  # GPTQ alone: LoRA's B = 0 leaves its inputs alike
-    cal = calibration_token_chunks(open(text).read(), load_tokenizer(folder), 8, 32)
-    session = apply_recipe_(oneshot, {"modifiers": [recipe["modifiers"][1]]}, cal, progress=False)
+    oneshot, session = oneshot_reference(folder, text, recipe["modifiers"][1:])  # LoRA's B = 0: same inputs
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
     grid = load_file(os.path.join(tmp_path / "out", GRID_FILE))
     changed = 0
     for name, s0 in session.modifiers[0].scales.items():
         w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
-        codes = w.reshape(w.shape[0], -1, 16) / s.unsqueeze(-1) + z.unsqueeze(-1)
+        codes = grid_codes(w, s, z)
         assert torch.allclose(codes, codes.round(), atol=1e-3), name  # on the trained grid
-        w0 = dict(oneshot.named_modules())[name].weight.detach()
-        codes0 = w0.reshape(w0.shape[0], -1, 16) / s0.unsqueeze(-1) + z.unsqueeze(-1)
+        codes0 = grid_codes(dict(oneshot.named_modules())[name].weight.detach(), s0, z)
         changed += int((codes.round() != codes0.round()).sum())
     assert changed > 0  # the merged LoRA update moved weights to other codes
 
