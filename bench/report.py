@@ -252,6 +252,10 @@ RECOVERY_LABELS = {  # (file, row) -> (what ran, what was kept: a text, or "spar
         "GPTQ int4 g128 (asym, act_order, mse), learning only the scales, KD (T 1)",
         "int4 grid, GPTQ's codes",
     ),
+    ("smollm2_gptq_g128_recover_wiki", "scales"): (
+        "GPTQ int4 g128 as above, calibrated and recovered on held-out WikiText text, learning only the scales, KD",
+        "int4 grid, GPTQ's codes",
+    ),
     ("smollm2_gptq_g128_recover", "snap"): (
         "GPTQ int4 g128 (asym, act_order, mse), float weights rounded back at the end, KD (T 1)",
         "int4 grid",
@@ -261,7 +265,7 @@ RECOVERY_LABELS = {  # (file, row) -> (what ran, what was kept: a text, or "spar
 
 def recovery_table() -> str:
     lines = [
-        "| SmolLM2-135M one-shot, then steps of 2 x 512 tiny-shakespeare tokens | steps | dense | after one-shot | after recovery | kept |",
+        "| SmolLM2-135M one-shot, then steps of 2 x 512 tokens (tiny-shakespeare unless named) | steps | dense | after one-shot | after recovery | kept |",
         "|---|---|---|---|---|---|",
     ]
     for (file, name), (label, kept) in RECOVERY_LABELS.items():
@@ -431,11 +435,12 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
         best = min(g128, key=g128.get)
         rel = g128[best] / ppl["dense"] - 1
         text = f"+{100 * rel:.1f}% (`{best}`)"
-        recovered = ((load("smollm2_gptq_g128_recover") or {}).get("rows") or {}).get("scales")
-        if recovered:
-            rel_r = recovered["ppl_after_recovery"] / ppl["dense"] - 1
-            text += f"; after the scales-only KD recovery +{100 * rel_r:.1f}%"
-            rel = min(rel, rel_r)
+        for file, where in (("smollm2_gptq_g128_recover", ""), ("smollm2_gptq_g128_recover_wiki", " on WikiText")):
+            recovered = ((load(file) or {}).get("rows") or {}).get("scales")
+            if recovered:
+                rel_r = recovered["ppl_after_recovery"] / ppl["dense"] - 1
+                text += f"; after the scales-only KD recovery{where} +{100 * rel_r:.1f}%"
+                rel = min(rel, rel_r)
         goals.append(("#7", "GPTQ int4 g128 within +5% of dense ppl", text, rel <= 0.05))
     return goals
 

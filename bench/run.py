@@ -638,6 +638,31 @@ def section_gptq_recover() -> None:
         save("smollm2_gptq_g128_recover", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": rows})
 
 
+def wikitext_held_out() -> str:
+    """WikiText-2 test text from character 600,000 on: disjoint from the first 16,384 evaluated tokens (which
+    end near character 65,000), so it serves as in-domain text for calibration and recovery."""
+    return open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read().replace("\r", "")[600_000:]
+
+
+def section_gptq_recover_wiki(steps: int = 80) -> None:
+    """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
+    ``steps`` x 2 x 512 tokens of the same text learning only the scales, KD from the dense model, lr 1e-3."""
+    torch.set_num_threads(2)
+    os.chdir(REPO)
+    text_file = os.path.join(OUT, "wikitext_heldout.txt")
+    with open(text_file, "w", encoding="utf-8") as f:
+        f.write(wikitext_held_out())
+    recipe = recipe_yaml("oneshot_gptq_g128_recover.yaml")
+    recipe["calibration"]["source"] = recipe["data"]["train"] = text_file
+    recipe["data"]["max_train_samples"] = 2 * steps
+    recipe["training"].update(max_steps=steps, learning_rate=1e-3)
+    row = recovery_row(recipe, "gptq_recover_wiki")
+    row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
+    save(
+        "smollm2_gptq_g128_recover_wiki", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": {"scales": row}}
+    )
+
+
 def section_recovery_plain() -> None:
     section_recovery(("plain",))
 
@@ -959,9 +984,8 @@ def section_gptq_calibration() -> None:
 
     torch.set_num_threads(2)
     tok = load_tokenizer("smollm2-135m")
-    wiki = open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read()
-    windows = text_windows(wiki, tok, 512, 32)
-    shakespeare, held_out = open(f"{SHARED}/tiny_shakespeare/input.txt").read(), wiki.replace("\r", "")[600_000:]
+    windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
+    shakespeare, held_out = open(f"{SHARED}/tiny_shakespeare/input.txt").read(), wikitext_held_out()
     runs = {  # name: (calibration text, samples, seq_len, damp)
         "shakespeare_32x256_damp0.1": (shakespeare, 32, 256, 0.1),
         "shakespeare_32x256_damp0.3": (shakespeare, 32, 256, 0.3),
@@ -1068,6 +1092,7 @@ STUDIES = {
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,
     "gptq_recover": section_gptq_recover,
+    "gptq_recover_wiki": section_gptq_recover_wiki,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,
