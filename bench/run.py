@@ -644,7 +644,7 @@ def wikitext_held_out() -> str:
     return open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read().replace("\r", "")[600_000:]
 
 
-def section_gptq_recover_wiki(steps: int = 80) -> None:
+def section_gptq_recover_wiki(steps: int = 150) -> None:
     """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
     ``steps`` x 2 x 512 tokens of the same text learning only the scales, KD from the dense model, lr 1e-3."""
     torch.set_num_threads(2)
