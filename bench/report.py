@@ -341,12 +341,18 @@ def int4_seeds_table() -> str:
     rows = int4_seed_rows()
     if len(rows) < 3:
         return ""
-    head = "| seed | dense | RTN | RTN's loss | QAT fine-tune | RTN + scales-only QAT, KD |"
+    for seed, r in rows.items():  # the control: the scales rows' extra KD epoch with nothing quantized
+        r["control"] = _acc(f"dense_kd_epoch{f'_seed{seed}' if seed else ''}")
+    head = "| seed | dense | RTN | RTN's loss | QAT fine-tune | RTN + scales-only QAT, KD (+1 epoch) |"
     lines = [head, "|---|---|---|---|---|---|"]
-    mean = {k: sum(r[k] for r in rows.values()) / len(rows) for k in ("dense", "rtn", "qat", "scales")}
+    control = all(r["control"] is not None for r in rows.values())
+    if control:
+        lines = [head + " dense + the same KD epoch, nothing quantized |", "|---|---|---|---|---|---|---|"]
+    keys = ("dense", "rtn", "qat", "scales", "control") if control else ("dense", "rtn", "qat", "scales")
+    mean = {k: sum(r[k] for r in rows.values()) / len(rows) for k in keys}
     for seed, r in [*rows.items(), ("mean", mean)]:
         cells = [str(seed)] + [pct(r[k]) for k in ("dense", "rtn")] + [f"{100 * (r['dense'] - r['rtn']):+.1f}"]
-        lines.append("| " + " | ".join(cells + [pct(r["qat"]), pct(r["scales"])]) + " |")
+        lines.append("| " + " | ".join(cells + [pct(r[k]) for k in keys[2:]]) + " |")
     return "\n".join(lines)
 
 

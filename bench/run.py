@@ -401,6 +401,14 @@ def section_int4_seeds() -> None:
         int4_g32_rows(seed)
 
 
+def section_int4_control() -> None:
+    """The control for the scales-only QAT rows: the same extra epoch with the same KD teacher and learning
+    rate on the dense fine-tune, nothing quantized, at seeds 0-4. What it gains is what the extra epoch
+    gives, not what QAT wins back."""
+    for seed in (0, 1, *INT4_MORE_SEEDS):
+        row_from_dense(f"dense_kd_epoch{f'_seed{seed}' if seed else ''}", [PRUNE_FROM_DENSE_KD], lr=2e-5, seed=seed)
+
+
 def section_quantization() -> None:
     """QAT int8 / int4 g32 fine-tunes; RTN int4 and dynamic int8 applied to the dense fine-tune."""
     from transformers import AutoModelForSequenceClassification
@@ -1102,6 +1110,7 @@ STUDIES = {
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,
+    "int4_control": section_int4_control,
     "int4_scales_kd": section_int4_scales_kd,
     "peers_sparsegpt": section_peers_sparsegpt,
 }
