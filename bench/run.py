@@ -57,7 +57,21 @@ def machine() -> dict:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "loadavg": os.getloadavg(), "threads": torch.get_num_threads()}
+    # "AMD EPYC" names several generations: the vector extensions are what decide int8 and fp32 speed
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "isa": torch.backends.cpu.get_cpu_capability(),
+        "int8_dot_product": sorted(flags & {"avx512_vnni", "avx_vnni", "amx_int8"}),
+        "loadavg": os.getloadavg(),
+        "threads": torch.get_num_threads(),
+    }
 
 
 def commit() -> str:
