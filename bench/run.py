@@ -619,6 +619,7 @@ def recovery_row(recipe: dict, folder: str) -> dict:
         "ppl_after_recovery": m["after"]["after_perplexity"],
         "sparsity": report["compression"]["sparsity"],
         "bits": report["compression"]["bits"],
+        "trainable_parameters": report["trainable_parameters"],  # counted after the one-shot step
         "timings_s": report["timings_s"],
         "generation_sample": report.get("generation_sample"),
         "modifiers": recipe["modifiers"],
@@ -666,9 +667,10 @@ def wikitext_held_out() -> str:
     return open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read().replace("\r", "")[600_000:]
 
 
-def section_gptq_recover_wiki(steps: int = 150) -> None:
+def section_gptq_recover_wiki(steps: int = 150, recovery: str = "scales") -> None:
     """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
-    ``steps`` x 2 x 512 tokens of the same text learning only the scales, KD from the dense model, lr 1e-3."""
+    ``steps`` x 2 x 512 tokens of the same text learning the scales, KD from the dense model, lr 1e-3.
+    ``recovery: scales`` also trains the float parameters (tied embeddings, norms); ``scales_only`` not."""
     torch.set_num_threads(2)
     os.chdir(REPO)
     text_file = os.path.join(OUT, "wikitext_heldout.txt")
@@ -678,11 +680,17 @@ def section_gptq_recover_wiki(steps: int = 150) -> None:
     recipe["calibration"]["source"] = recipe["data"]["train"] = text_file
     recipe["data"]["max_train_samples"] = 2 * steps
     recipe["training"].update(max_steps=steps, learning_rate=1e-3)
-    row = recovery_row(recipe, "gptq_recover_wiki")
+    recipe["modifiers"][0]["recovery"] = recovery
+    row = recovery_row(recipe, f"gptq_recover_wiki_{recovery}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
-    save(
-        "smollm2_gptq_g128_recover_wiki", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": {"scales": row}}
-    )
+    path = os.path.join(RESULTS, "smollm2_gptq_g128_recover_wiki.json")
+    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    rows[recovery] = row
+    save("smollm2_gptq_g128_recover_wiki", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": rows})
+
+
+def section_gptq_recover_wiki_scales_only() -> None:
+    section_gptq_recover_wiki(recovery="scales_only")
 
 
 def section_recovery_plain() -> None:
@@ -1121,6 +1129,7 @@ STUDIES = {
     "gptq_calibration": section_gptq_calibration,
     "gptq_recover": section_gptq_recover,
     "gptq_recover_wiki": section_gptq_recover_wiki,
+    "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,

@@ -135,8 +135,6 @@ def run_recipe(
             metrics[f"{tag}_perplexity"] = perplexity_from_loss(metrics[f"{tag}_loss"])
         return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
-    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for p in trainer.model.parameters())
     metrics = {"before": evaluate("before")}
     oneshot = [m for m in trainer.session.modifiers if getattr(m, "one_shot", False)]
     if oneshot:
@@ -146,6 +144,10 @@ def run_recipe(
         run_oneshot(trainer.model, oneshot, recipe, tokenizer)
         timings["oneshot_s"] = time.perf_counter() - t
         metrics["after_oneshot"] = evaluate("oneshot")
+    # what the fine-tune trains, counted after the one-shot step (``recovery: scales`` swaps frozen weights
+    # for per-group scales); the scales are not counted in the total
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    total_params = sum(p.numel() for n, p in trainer.model.named_parameters() if not n.endswith("weight_qscale"))
     steps = recipe.training.get("max_steps", -1)
     epochs = recipe.training.get("num_train_epochs", 3.0)
     if train_ds is not None and (steps > 0 or (steps in (-1, None) and epochs > 0)):

@@ -41,16 +41,16 @@ def make_tokenizer(folder: str):
     return tok
 
 
-def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0, dropout: float = 0.1):
+def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0, dropout: float = 0.1, hidden: int = 32):
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(seed)
     config = BertConfig(
         vocab_size=len(WORDS) + 5,
-        hidden_size=32,
+        hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=4,
-        intermediate_size=64,
+        intermediate_size=2 * hidden,
         max_position_embeddings=64,
         num_labels=num_labels,
         hidden_dropout_prob=dropout,

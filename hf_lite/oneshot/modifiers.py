@@ -3,8 +3,9 @@
 They run once, block by block, before any training (``hf_lite.oneshot.apply_recipe_`` or
 ``hf-lite run``). Afterwards they keep acting as ordinary modifiers during an optional recovery
 fine-tune: the sparse ones hold their masks (pruned weights stay exactly zero); the quantizers keep their
-integer codes and learn only the per-group scales (``recovery: scales``), or let the weights train in
-float and snap them back onto the grid at finalize (``recovery: snap``).
+integer codes and learn the per-group scales (``recovery: scales``, with the model's float parameters
+training too, or ``scales_only``), or let the weights train in float and snap them back onto the grid at
+finalize (``recovery: snap``).
 """
 
 from __future__ import annotations
@@ -90,12 +91,15 @@ class RTNSettings(Settings):
     targets: list[str] | None = None
     #: modules kept in float
     ignore: list[str] | None = None
-    #: what a recovery fine-tune after the one-shot step trains. ``scales``: the integer codes stay fixed
-    #: and only the per-group scales learn (the Linear weights are frozen), so training sees the quantized
-    #: model and the result stays on an int grid (the end-to-end step of EfficientQAT). ``snap``: the
-    #: weights train in float and are rounded back onto the one-shot grid at finalize, which can undo
-    #: what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 -> 34.9 ppl vs 37.7)
-    recovery: Literal["scales", "snap"] = "scales"
+    #: what a recovery fine-tune after the one-shot step trains. ``scales``: the quantized Linears keep
+    #: their integer codes and learn only their per-group scales, so training sees the quantized model and
+    #: the result stays on an int grid; every parameter the quantizer leaves in float (embeddings and a
+    #: tied lm_head, norms, biases, a task head) trains as usual. ``scales_only``: the same, with every
+    #: other parameter frozen too, so the scales are all that moves (the end-to-end step of EfficientQAT;
+    #: not with LoRA). ``snap``: the weights train in float and are rounded back onto the one-shot grid
+    #: at finalize, which can undo what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 ->
+    #: 34.9 ppl vs 37.7)
+    recovery: Literal["scales", "scales_only", "snap"] = "scales"
 
     def validate(self) -> None:
         if self.bits not in (4, 8):
@@ -251,6 +255,21 @@ class _WeightQuantizer(OneShotModifier):
         self._ragged_noted: set[str] = set()
         self.scales: dict[str, torch.Tensor] = {}
         self.zeros: dict[str, torch.Tensor] = {}
+        self._frozen: list[nn.Parameter] = []  # what ``scales_only`` froze; trainable again at finalize
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        model = super().initialize(model, ctx)
+        if self.settings.recovery == "scales_only" and not self._frozen:
+            if hasattr(model, "peft_config"):
+                raise RecipeError(
+                    f"{self.type_name}: recovery: scales_only freezes every parameter but the quantization "
+                    "scales, LoRA's too; use recovery: scales with lora"
+                )
+            # before any optimizer exists; the scales made at compress time are then the only trainables
+            self._frozen = [p for p in model.parameters() if p.requires_grad]
+            for p in self._frozen:
+                p.requires_grad_(False)
+        return model
 
     def check_layer(self, name: str, in_features: int) -> None:
         g = self.settings.group_size
@@ -268,7 +287,7 @@ class _WeightQuantizer(OneShotModifier):
         w = base_weight(module)
         w.copy_(q.to(w.dtype))
         self.scales[name], self.zeros[name] = scales, zeros
-        if self.settings.recovery == "scales":
+        if self.settings.recovery in ("scales", "scales_only"):
             self._learn_scales(name, module)
 
     @torch.no_grad()
@@ -320,6 +339,9 @@ class _WeightQuantizer(OneShotModifier):
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self._fold_scales()
         self.snap()
+        for p in self._frozen:
+            p.requires_grad_(True)
+        self._frozen = []
         return super().finalize(model, ctx)
 
     def stats(self) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Literal
 
 import torch
@@ -13,6 +14,8 @@ from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction, resolve_step
 from ..core.targets import find_linear_targets
 from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_token_fake_quant, quantize_dequantize
+
+logger = logging.getLogger(__name__)
 
 
 def _is_bnb_layer(module: nn.Module) -> bool:
@@ -327,6 +330,28 @@ class BnbModifier(Modifier):
     """At export: save the float model, reload it through ``BitsAndBytesConfig``, save that."""
 
     settings_cls = BnbSettings
+
+    def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if self.settings.bits == 4:
+            # bitsandbytes 0.50 on an AVX-512 CPU, rows that are not a whole number of 64-blocks: its CPU
+            # dequantize_4bit reads the wrong absmax, and Linear4bit's CPU forward fails repacking them
+            # (codes and absmax are stored right). Real models' widths are multiples of 64.
+            skip = HEAD_NAMES + list(self.settings.ignore or [])
+            narrow = [
+                name
+                for name, m in model.named_modules()
+                if isinstance(m, nn.Linear) and m.in_features % NF4_BLOCK and not any(k in name for k in skip)
+            ]
+            if narrow:
+                logger.warning(
+                    "bnb 4-bit: %d Linear(s) have in_features not a multiple of %d (e.g. %s); bitsandbytes' CPU "
+                    "kernels get such layers wrong or fail on them on AVX-512 CPUs (GPU is fine): add them to ignore to "
+                    "keep them in float if the model will run on CPU",
+                    len(narrow),
+                    NF4_BLOCK,
+                    narrow[0],
+                )
+        return model
 
     def quantization_config(self):
         from transformers import BitsAndBytesConfig

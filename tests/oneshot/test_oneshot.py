@@ -346,6 +346,56 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
     assert torch.equal(w == 0, w0 == 0)
 
 
+@pytest.mark.parametrize("recovery", ["scales", "scales_only"])
+def test_scales_recovery_trains_the_float_parameters_unless_scales_only(tmp_path, llama_dir, recovery):
+    """``scales`` also trains what the quantizer leaves in float (embeddings, norms); ``scales_only``
+    freezes all of it, so the scales are all that moves, and the report counts exactly them."""
+    from safetensors.torch import load_file
+
+    from hf_lite import run_recipe
+
+    folder, text = llama_dir
+    spec = {"type": "gptq", "group_size": 16, "symmetric": False, "recovery": recovery}
+    recipe = {
+        "model": {"name_or_path": folder, "task": "causal-lm"},
+        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
+        "calibration": {"samples": 8, "seq_len": 32},
+        "training": {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
+        "modifiers": [spec],
+        "export": {"output_dir": str(tmp_path / "out")},
+    }
+    report, model = run_recipe(recipe, return_model=True)
+    oneshot, session = oneshot_reference(folder, text, [spec])
+    weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
+    grid = load_file(os.path.join(tmp_path / "out", GRID_FILE))
+    floats = ("model.embed_tokens.weight", "model.layers.0.input_layernorm.weight", "model.norm.weight")
+    moved = {n: not torch.equal(weights[n], oneshot.state_dict()[n]) for n in floats}
+    assert moved == dict.fromkeys(floats, recovery == "scales")
+    name = "model.layers.1.mlp.down_proj"
+    assert not torch.allclose(grid[f"{name}.scales"], session.modifiers[0].scales[name])  # the scales trained
+    n_scales = sum(grid[k].numel() for k in grid if k.endswith(".scales"))
+    if recovery == "scales_only":
+        assert report["trainable_parameters"] == n_scales
+    else:
+        assert report["trainable_parameters"] > n_scales
+    assert all(p.requires_grad for p in model.parameters())  # frozen only while training
+
+
+def test_scales_only_recovery_refuses_lora(tmp_path, llama_dir):
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from hf_lite import LiteTrainer
+
+    folder, _ = llama_dir
+    recipe = [{"type": "lora", "r": 4}, {"type": "gptq", "group_size": 16, "recovery": "scales_only"}]
+    with pytest.raises(RecipeError, match="use recovery: scales with lora"):
+        LiteTrainer(
+            model=AutoModelForCausalLM.from_pretrained(folder),
+            args=TrainingArguments(str(tmp_path / "t"), use_cpu=True, report_to=[]),
+            recipe=recipe,
+        )
+
+
 def test_lora_merge_over_learned_scales_lands_on_the_trained_grid(tmp_path, llama_dir):
     """LoRA trained over a GPTQ base with learnable scales: the merge moves the weights, and the
     quantizer's finalize rounds the merged weights onto its trained grid (the merge is not dropped)."""
