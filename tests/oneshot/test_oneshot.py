@@ -309,6 +309,19 @@ def test_run_recipe_one_shot_then_recovery_keeps_the_mask(tmp_path, llama_dir, m
     assert isinstance(report["generation_sample"]["greedy"], str)
 
 
+def recovery_recipe(llama_dir: tuple, out, modifiers: list, steps: int = 4, lr: float = 1e-2) -> dict:
+    """A one-shot + recovery recipe on the tiny Llama: calibration 8 x 32 tokens, then ``steps`` of 8 x 32."""
+    folder, text = llama_dir
+    return {
+        "model": {"name_or_path": folder, "task": "causal-lm"},
+        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
+        "calibration": {"samples": 8, "seq_len": 32},
+        "training": {"max_steps": steps, "learning_rate": lr, "per_device_train_batch_size": 8},
+        "modifiers": modifiers,
+        "export": {"output_dir": str(out)},
+    }
+
+
 @pytest.mark.parametrize("zero_point", ["int", "float"])
 def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point):
     """``recovery: scales``: training moves only the per-group scales; the integer codes of every weight
@@ -319,14 +332,7 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "zero_point": zero_point}
-    recipe = {
-        "model": {"name_or_path": folder, "task": "causal-lm"},
-        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
-        "calibration": {"samples": 8, "seq_len": 32},
-        "training": {"max_steps": 6, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
-        "modifiers": [{"type": "wanda", "sparsity": 0.5}, spec],
-        "export": {"output_dir": str(tmp_path / "out")},
-    }
+    recipe = recovery_recipe(llama_dir, tmp_path / "out", [{"type": "wanda", "sparsity": 0.5}, spec], steps=6)
     report, model = run_recipe(recipe, return_model=True)
     assert all(type(m) is torch.nn.Linear for m in block_linears(model).values())
     assert report["compression"]["sparsity"] == 0.5  # wanda's zeros survive learned scales on either grid
@@ -356,14 +362,7 @@ def test_scales_recovery_trains_the_float_parameters_unless_scales_only(tmp_path
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "recovery": recovery}
-    recipe = {
-        "model": {"name_or_path": folder, "task": "causal-lm"},
-        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
-        "calibration": {"samples": 8, "seq_len": 32},
-        "training": {"max_steps": 4, "learning_rate": 1e-2, "per_device_train_batch_size": 8},
-        "modifiers": [spec],
-        "export": {"output_dir": str(tmp_path / "out")},
-    }
+    recipe = recovery_recipe(llama_dir, tmp_path / "out", [spec])
     report, model = run_recipe(recipe, return_model=True)
     oneshot, session = oneshot_reference(folder, text, [spec])
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
@@ -404,17 +403,8 @@ def test_lora_merge_over_learned_scales_lands_on_the_trained_grid(tmp_path, llam
     from hf_lite import run_recipe
 
     folder, text = llama_dir
-    recipe = {
-        "model": {"name_or_path": folder, "task": "causal-lm"},
-        "data": {"train": text, "max_length": 32, "max_train_samples": 32},
-        "calibration": {"samples": 8, "seq_len": 32},
-        "training": {"max_steps": 4, "learning_rate": 5e-2, "per_device_train_batch_size": 8},
-        "modifiers": [
-            {"type": "lora", "r": 4, "merge": True},
-            {"type": "gptq", "group_size": 16, "symmetric": False},
-        ],
-        "export": {"output_dir": str(tmp_path / "out")},
-    }
+    modifiers = [{"type": "lora", "r": 4, "merge": True}, {"type": "gptq", "group_size": 16, "symmetric": False}]
+    recipe = recovery_recipe(llama_dir, tmp_path / "out", modifiers, lr=5e-2)
     run_recipe(recipe)
     oneshot, session = oneshot_reference(folder, text, recipe["modifiers"][1:])  # LoRA's B = 0: same inputs
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
