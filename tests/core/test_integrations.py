@@ -67,6 +67,9 @@ with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as f:
     json.dump({{"digest": digest, "loss": trainer.state.log_history[-1]["train_loss"], "w": float(w.abs().sum()),
                "first_loss": first["loss"], "soft": first.get("loss/distillation/soft"),
                "hidden": first.get("loss/distillation/hidden")}}, f)
+if torch.distributed.is_initialized():  # an orderly exit: gloo threads left running can abort the process
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 """
 
 
