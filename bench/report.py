@@ -410,6 +410,9 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
         goal = f"int4 g32 QAT wins back >= half of RTN's loss (mean of {len(seeds)} seeds)"
         text = (f"RTN {pct(mean['rtn'])}, QAT {pct(mean['qat'])}, RTN + learned scales {pct(mean['scales'])}, "
                 f"dense {pct(mean['dense'])}")  # fmt: skip
+        control = [_acc(f"dense_kd_epoch{f'_seed{s}' if s else ''}") for s in seeds]
+        if all(c is not None for c in control):  # the learned-scales rows' extra epoch, nothing quantized
+            text += f", dense + the same KD epoch {pct(sum(control) / len(control))}"
         goals.append(("#4", goal, text + (": RTN loses nothing" if lost <= 0 else ""),
                       None if lost <= 0 else best - mean["rtn"] >= lost / 2))  # fmt: skip
     lat = load("latency_side_by_side")
