@@ -330,33 +330,39 @@ def _acc(name: str) -> float | None:
 INT4_VARIANTS = {"rtn": "ptq_rtn_int4_g32", "qat": "qat_int4_g32", "scales": "rtn_int4_g32_scales_kd_from_dense"}
 
 
-def int4_seed_rows() -> dict[int, dict[str, float]]:
-    """{seed: {"dense", "rtn", "qat", "scales": accuracy}} for every seed that has all four int4 g32 rows."""
+def int4_seed_rows() -> dict[int, dict[str, float | None]]:
+    """{seed: {"dense", "rtn", "qat", "scales", "control": accuracy}} for every seed that has the four
+    int4 g32 rows; "control" (the scales rows' extra KD epoch with nothing quantized) may be None."""
     rows = {}
     for seed in range(10):
         suffix = f"_seed{seed}" if seed else ""
         accs = {"dense": _acc(f"dense{suffix}")} | {k: _acc(f"{v}{suffix}") for k, v in INT4_VARIANTS.items()}
         if all(a is not None for a in accs.values()):
-            rows[seed] = accs
+            rows[seed] = accs | {"control": _acc(f"dense_kd_epoch{suffix}")}
     return rows
+
+
+def int4_means(rows: dict[int, dict[str, float | None]]) -> dict[str, float]:
+    """Means over the seeds; "control" only when every seed has one."""
+    keys = ["dense", "rtn", "qat", "scales"] + (
+        ["control"] if all(r["control"] is not None for r in rows.values()) else []
+    )
+    return {k: sum(r[k] for r in rows.values()) / len(rows) for k in keys}
 
 
 def int4_seeds_table() -> str:
     rows = int4_seed_rows()
     if len(rows) < 3:
         return ""
-    for seed, r in rows.items():  # the control: the scales rows' extra KD epoch with nothing quantized
-        r["control"] = _acc(f"dense_kd_epoch{f'_seed{seed}' if seed else ''}")
+    mean = int4_means(rows)
+    keys = [k for k in ("qat", "scales", "control") if k in mean]
     head = "| seed | dense | RTN | RTN's loss | QAT fine-tune | RTN + learned scales (codes fixed), KD (+1 epoch) |"
     lines = [head, "|---|---|---|---|---|---|"]
-    control = all(r["control"] is not None for r in rows.values())
-    if control:
+    if "control" in mean:
         lines = [head + " dense + the same KD epoch, nothing quantized |", "|---|---|---|---|---|---|---|"]
-    keys = ("dense", "rtn", "qat", "scales", "control") if control else ("dense", "rtn", "qat", "scales")
-    mean = {k: sum(r[k] for r in rows.values()) / len(rows) for k in keys}
     for seed, r in [*rows.items(), ("mean", mean)]:
         cells = [str(seed)] + [pct(r[k]) for k in ("dense", "rtn")] + [f"{100 * (r['dense'] - r['rtn']):+.1f}"]
-        lines.append("| " + " | ".join(cells + [pct(r[k]) for k in keys[2:]]) + " |")
+        lines.append("| " + " | ".join(cells + [pct(r[k]) for k in keys]) + " |")
     return "\n".join(lines)
 
 
@@ -405,14 +411,13 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
             goals.append(("#4", goal, text, qat - rtn >= lost / 2))
     seeds = int4_seed_rows()
     if len(seeds) >= 3:  # one seed's RTN loss is a few examples: the means over seeds are the steadier judge
-        mean = {k: sum(r[k] for r in seeds.values()) / len(seeds) for k in ("dense", "rtn", "qat", "scales")}
+        mean = int4_means(seeds)
         lost, best = mean["dense"] - mean["rtn"], max(mean["qat"], mean["scales"])
         goal = f"int4 g32 QAT wins back >= half of RTN's loss (mean of {len(seeds)} seeds)"
         text = (f"RTN {pct(mean['rtn'])}, QAT {pct(mean['qat'])}, RTN + learned scales {pct(mean['scales'])}, "
                 f"dense {pct(mean['dense'])}")  # fmt: skip
-        control = [_acc(f"dense_kd_epoch{f'_seed{s}' if s else ''}") for s in seeds]
-        if all(c is not None for c in control):  # the learned-scales rows' extra epoch, nothing quantized
-            text += f", dense + the same KD epoch {pct(sum(control) / len(control))}"
+        if "control" in mean:  # the learned-scales rows' extra epoch, nothing quantized
+            text += f", dense + the same KD epoch {pct(mean['control'])}"
         goals.append(("#4", goal, text + (": RTN loses nothing" if lost <= 0 else ""),
                       None if lost <= 0 else best - mean["rtn"] >= lost / 2))  # fmt: skip
     lat = load("latency_side_by_side")

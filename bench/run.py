@@ -51,19 +51,15 @@ SST2_BASE = {
 
 
 def machine() -> dict:
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), set()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            first = f.read().split("\n\n")[0]  # the first processor's block
+        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+        cpu, flags = info.get("model name", cpu), set(info.get("flags", "").split())
+    except OSError:
         pass
     # "AMD EPYC" names several generations: the vector extensions are what decide int8 and fp32 speed
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        pass
     return {
         "cores": os.cpu_count(),
         "cpu": cpu,
@@ -101,6 +97,12 @@ def save(name: str, data: dict) -> None:
     print(
         f"[bench] {name}: {json.dumps({k: v for k, v in data.items() if k in ('accuracy', 'recovery', 'ratio', 'ppl')})}"
     )
+
+
+def saved_rows(name: str) -> dict:
+    """The rows already in bench/results/<name>.json (sections add or replace rows one by one)."""
+    path = os.path.join(RESULTS, f"{name}.json")
+    return json.load(open(path))["rows"] if os.path.exists(path) else {}
 
 
 def median_seconds(fn, runs: int = 20, warmup: int = 3) -> float:
@@ -638,8 +640,7 @@ def section_recovery(variants: tuple[str, ...] = ("kd",)) -> None:
     kd = json.loads(json.dumps(base))
     kd["teacher"] = {"name_or_path": "smollm2-135m"}
     kd["modifiers"].append({"type": "distillation", "temperature": 1.0, "alpha": 1.0})
-    path = os.path.join(RESULTS, "smollm2_sparsegpt24_recover.json")
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    rows = saved_rows("smollm2_sparsegpt24_recover")
     for name, recipe in (("plain", base), ("kd", kd)):
         if name in variants:
             rows[name] = recovery_row(recipe, f"recover_{name}")
@@ -683,8 +684,7 @@ def section_gptq_recover_wiki(steps: int = 150, recovery: str = "scales") -> Non
     recipe["modifiers"][0]["recovery"] = recovery
     row = recovery_row(recipe, f"gptq_recover_wiki_{recovery}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
-    path = os.path.join(RESULTS, "smollm2_gptq_g128_recover_wiki.json")
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    rows = saved_rows("smollm2_gptq_g128_recover_wiki")
     rows[recovery] = row
     save("smollm2_gptq_g128_recover_wiki", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": rows})
 
@@ -969,8 +969,7 @@ def section_oneshot(methods: list[str] | None = None) -> None:
     tok = load_tokenizer("smollm2-135m")
     cal = calibration_token_chunks(open(f"{SHARED}/tiny_shakespeare/input.txt").read(), tok, 32, 256)
     windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
-    path = os.path.join(RESULTS, "oneshot_smollm2.json")
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    rows = saved_rows("oneshot_smollm2")
     for name in methods or ONESHOT_CORE:
         spec = ONESHOT_METHODS[name]
         model = load_model("smollm2-135m", "causal-lm")
@@ -1071,12 +1070,11 @@ def section_peers(methods: list[str] | None = None) -> None:
         )
         return
     model_dir = resolve_model_path("smollm2-135m")
-    path = os.path.join(RESULTS, "oneshot_vs_llmcompressor.json")
-    rows = json.load(open(path))["rows"] if os.path.exists(path) else {}
+    rows = saved_rows("oneshot_vs_llmcompressor")
     for name in methods or PEERS_CORE:
         if PEER_METHODS[name] not in ONESHOT_DONE:
             section_oneshot([PEER_METHODS[name]])
-        ours = json.load(open(os.path.join(RESULTS, "oneshot_smollm2.json")))["rows"][PEER_METHODS[name]]
+        ours = saved_rows("oneshot_smollm2")[PEER_METHODS[name]]
         theirs = run_peer(lc_python, "llmcompressor_oneshot.py", model_dir, SHARED, name)
         rows[name] = {
             "hf_lite": {k: ours.get(k) for k in ("ppl", "compress_s", "sparsity", "loadavg_before")},

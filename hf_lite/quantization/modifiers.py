@@ -336,7 +336,7 @@ class BnbModifier(Modifier):
             # bitsandbytes 0.50 on an AVX-512 CPU, rows that are not a whole number of 64-blocks: its CPU
             # dequantize_4bit reads the wrong absmax, and Linear4bit's CPU forward fails repacking them
             # (codes and absmax are stored right). Real models' widths are multiples of 64.
-            skip = HEAD_NAMES + list(self.settings.ignore or [])
+            skip = self.skip_modules()
             narrow = [
                 name
                 for name, m in model.named_modules()
@@ -353,11 +353,15 @@ class BnbModifier(Modifier):
                 )
         return model
 
+    def skip_modules(self) -> list[str]:
+        """Module names bitsandbytes leaves in float: the task heads and ``ignore``."""
+        return HEAD_NAMES + list(self.settings.ignore or [])
+
     def quantization_config(self):
         from transformers import BitsAndBytesConfig
 
         s = self.settings
-        skip = HEAD_NAMES + list(s.ignore or [])
+        skip = self.skip_modules()
         if s.bits == 8:
             return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
         return BitsAndBytesConfig(
