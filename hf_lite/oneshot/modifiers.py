@@ -229,7 +229,7 @@ class SparseGPTModifier(_OneShotPruning):
 class GridLinear(nn.Linear):
     """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
     ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
-    ``(q - zero) * weight_qscale``: the integer codes stay fixed, only the per-group scales train, and
+    ``(q - zero) * weight_qscale``: the integer codes stay fixed, only this layer's per-group scales train, and
     exact zeros stay zero on any grid. Restored to a plain ``nn.Linear`` at finalize."""
 
     weight_qscale: nn.Parameter  # (rows, groups), trained
