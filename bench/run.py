@@ -625,6 +625,7 @@ def recovery_row(recipe: dict, folder: str) -> dict:
         "timings_s": report["timings_s"],
         "generation_sample": report.get("generation_sample"),
         "modifiers": recipe["modifiers"],
+        "calibration": recipe["calibration"],
         "training": recipe["training"],
     }
     print(f"[bench] {folder}: {row['ppl_after_oneshot']} -> {row['ppl_after_recovery']}")
@@ -668,29 +669,39 @@ def wikitext_held_out() -> str:
     return open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read().replace("\r", "")[600_000:]
 
 
-def section_gptq_recover_wiki(steps: int = 150, recovery: str = "scales") -> None:
+def section_gptq_recover_wiki(
+    steps: int = 150, recovery: str = "scales", learn_zero_points: bool = False, true_sequential: bool = False
+) -> None:
     """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
     ``steps`` x 2 x 512 tokens of the same text learning the scales, KD from the dense model, lr 1e-3.
-    ``recovery: scales`` also trains the float parameters (tied embeddings, norms); ``scales_only`` not."""
+    ``recovery: scales`` also trains the float parameters (tied embeddings, norms); ``scales_only`` not.
+    ``learn_zero_points`` also learns each group's zero point; ``true_sequential`` calibrates stage by stage."""
     torch.set_num_threads(2)
     os.chdir(REPO)
     text_file = os.path.join(OUT, "wikitext_heldout.txt")
     with open(text_file, "w", encoding="utf-8") as f:
         f.write(wikitext_held_out())
     recipe = recipe_yaml("oneshot_gptq_g128_recover.yaml")
-    recipe["calibration"]["source"] = recipe["data"]["train"] = text_file
+    recipe["calibration"].update(source=text_file, true_sequential=true_sequential)
+    recipe["data"]["train"] = text_file
     recipe["data"]["max_train_samples"] = 2 * steps
     recipe["training"].update(max_steps=steps, learning_rate=1e-3)
-    recipe["modifiers"][0]["recovery"] = recovery
-    row = recovery_row(recipe, f"gptq_recover_wiki_{recovery}")
+    recipe["modifiers"][0].update(recovery=recovery, learn_zero_points=learn_zero_points)
+    key = recovery + ("_zeros" if learn_zero_points else "") + ("_true_sequential" if true_sequential else "")
+    row = recovery_row(recipe, f"gptq_recover_wiki_{key}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
     rows = saved_rows("smollm2_gptq_g128_recover_wiki")
-    rows[recovery] = row
+    rows[key] = row
     save("smollm2_gptq_g128_recover_wiki", {"recipe": "recipes/oneshot_gptq_g128_recover.yaml", "rows": rows})
 
 
 def section_gptq_recover_wiki_scales_only() -> None:
     section_gptq_recover_wiki(recovery="scales_only")
+
+
+def section_gptq_recover_wiki_zeros() -> None:
+    """scales_only plus learned zero points, with true-sequential calibration (our best one-shot start)."""
+    section_gptq_recover_wiki(recovery="scales_only", learn_zero_points=True, true_sequential=True)
 
 
 def section_recovery_plain() -> None:
@@ -1128,6 +1139,7 @@ STUDIES = {
     "gptq_recover": section_gptq_recover,
     "gptq_recover_wiki": section_gptq_recover_wiki,
     "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
+    "gptq_recover_wiki_zeros": section_gptq_recover_wiki_zeros,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,

@@ -115,6 +115,10 @@ class CalibrationSettings(Settings):
     seed: int = 0
     #: sequences per forward pass while collecting statistics (memory vs speed)
     batch_size: int = 8
+    #: collect each Linear's statistics with the Linears before it in its block already compressed
+    #: (q/k/v, then o, then gate/up, then down): one extra pass over the block per stage. Off: one
+    #: pass per block, every Linear sees the block's uncompressed inside
+    true_sequential: bool = False
 
     def validate(self) -> None:
         if self.batch_size < 1:

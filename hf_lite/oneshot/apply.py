@@ -99,9 +99,10 @@ def run_oneshot(
             if recipe is None or tokenizer is None:
                 raise RecipeError("one-shot: Wanda/SparseGPT/GPTQ need calibration data (or a recipe and tokenizer)")
             calibration_data = recipe_calibration(recipe, tokenizer)
-        batch_size = (recipe.calibration or CalibrationSettings()).batch_size if recipe else 8
+        cal = (recipe.calibration if recipe else None) or CalibrationSettings()
         device = next(model.parameters()).device
-        timings = run_sequential(model, steps, calibration_batches(calibration_data, batch_size, device), progress)
+        batches = calibration_batches(calibration_data, cal.batch_size, device)
+        timings = run_sequential(model, steps, batches, progress, cal.true_sequential)
     else:  # data-free (magnitude, RTN): no forward passes needed
         with torch.no_grad():
             for modules, _, compress in steps:

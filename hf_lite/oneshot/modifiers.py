@@ -30,6 +30,8 @@ from . import algorithms as alg
 logger = logging.getLogger(__name__)
 
 GRID_FILE = "quantization_grid.safetensors"
+#: parameters a ``recovery: scales`` fine-tune adds to each quantized Linear (folded away at finalize)
+GRID_PARAMETERS = ("weight_qscale", "weight_qoffset")
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -100,6 +102,11 @@ class RTNSettings(Settings):
     #: at finalize, which can undo what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 ->
     #: 34.9 ppl vs 37.7)
     recovery: Literal["scales", "scales_only", "snap"] = "scales"
+    #: asymmetric grids, ``recovery: scales``/``scales_only``: also learn each group's zero point (as a
+    #: per-group offset in weight units, next to its scale; EfficientQAT's Block-AP trains both). The
+    #: integer codes still stay fixed, the zero points become float (the grid file then says
+    #: ``zero_point: float``), and exact zeros the weight had before quantization (pruning) stay zero
+    learn_zero_points: bool = False
 
     def validate(self) -> None:
         if self.bits not in (4, 8):
@@ -108,6 +115,10 @@ class RTNSettings(Settings):
             self.fail("group_size", "must be >= 2 or null (per output channel)")
         if self.zero_point == "float" and self.symmetric:
             self.fail("zero_point", "a float zero point needs an asymmetric grid: add symmetric: false")
+        if self.learn_zero_points and self.symmetric:
+            self.fail("learn_zero_points", "a symmetric grid has no zero point to learn: add symmetric: false")
+        if self.learn_zero_points and self.recovery == "snap":
+            self.fail("learn_zero_points", "zero points are learned with recovery: scales or scales_only, not snap")
 
 
 @dataclasses.dataclass
@@ -230,16 +241,27 @@ class GridLinear(nn.Linear):
     """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
     ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
     ``(q - zero) * weight_qscale``: the integer codes stay fixed, only this layer's per-group scales train, and
-    exact zeros stay zero on any grid. Restored to a plain ``nn.Linear`` at finalize."""
+    exact zeros stay zero on any grid. With ``learn_zero_points`` a per-group ``weight_qoffset`` is added
+    too, ``(q - zero) * weight_qscale + offset = (q - (zero - offset / weight_qscale)) * weight_qscale``,
+    and the weights that were exactly zero before quantization are held at zero. Restored to a plain
+    ``nn.Linear`` at finalize."""
 
     weight_qscale: nn.Parameter  # (rows, groups), trained
     _hf_lite_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
     _hf_lite_group: int
     _hf_lite_weight_trainable: bool  # restored at finalize
 
+    def _per_input(self, per_group: torch.Tensor) -> torch.Tensor:
+        return per_group.repeat_interleave(self._hf_lite_group, dim=1)[:, : self.weight.shape[1]]
+
     def grid_weight(self) -> torch.Tensor:
-        ratio = (self.weight_qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
-        return self.weight * ratio[:, : self.weight.shape[1]].to(self.weight.dtype)
+        w = self.weight * self._per_input(self.weight_qscale / self._hf_lite_scale).to(self.weight.dtype)
+        offset = self._parameters.get("weight_qoffset")
+        if offset is None:
+            return w
+        w = w + self._per_input(offset).to(w.dtype)
+        keep = self._buffers.get("_hf_lite_keep")
+        return w if keep is None else w * keep
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.grid_weight(), self.bias)
@@ -285,21 +307,26 @@ class _WeightQuantizer(OneShotModifier):
     @torch.no_grad()
     def _install(self, name: str, module: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
         w = base_weight(module)
+        zeros_before = (w == 0) if self.settings.learn_zero_points and bool((w == 0).any()) else None
         w.copy_(q.to(w.dtype))
         self.scales[name], self.zeros[name] = scales, zeros
         if self.settings.recovery in ("scales", "scales_only"):
-            self._learn_scales(name, module)
+            self._learn_scales(name, module, zeros_before)
 
     @torch.no_grad()
-    def _learn_scales(self, name: str, module: nn.Module) -> None:
-        """Freeze the weight and give the Linear a learnable scale per group. Done right after
-        compression, so the scales exist before a Trainer builds its optimizer."""
+    def _learn_scales(self, name: str, module: nn.Module, zeros_before: torch.Tensor | None = None) -> None:
+        """Freeze the weight and give the Linear a learnable scale (and, with ``learn_zero_points``, offset)
+        per group. Done right after compression, so they exist before a Trainer builds its optimizer."""
         lin = getattr(module, "base_layer", module)
         if type(lin) is not nn.Linear:
             return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
         scale = self.scales[name].to(lin.weight.device, torch.float32)
         lin.register_buffer("_hf_lite_scale", scale, persistent=False)  # follows .to(device), not saved
         lin.register_parameter("weight_qscale", nn.Parameter(scale.clone()))
+        if self.settings.learn_zero_points:
+            lin.register_parameter("weight_qoffset", nn.Parameter(torch.zeros_like(scale)))
+            if zeros_before is not None:  # a pruned model's zeros, which an offset would otherwise move
+                lin.register_buffer("_hf_lite_keep", (~zeros_before).to(lin.weight.dtype), persistent=False)
         lin._hf_lite_group = self.settings.group_size or lin.weight.shape[1]
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
@@ -316,9 +343,13 @@ class _WeightQuantizer(OneShotModifier):
                 continue
             lin.weight.data = lin.grid_weight().detach()
             self.scales[name] = lin.weight_qscale.detach().clone()
+            offset = lin._parameters.pop("weight_qoffset", None)
+            if offset is not None:
+                self.zeros[name] = self.zeros[name] - offset.detach() / self.scales[name]
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
+            lin._buffers.pop("_hf_lite_keep", None)
             del lin._hf_lite_group, lin._hf_lite_weight_trainable
 
     @torch.no_grad()
@@ -371,7 +402,7 @@ class _WeightQuantizer(OneShotModifier):
             "group_size": json.dumps(s.group_size),
             "symmetric": json.dumps(s.symmetric),
             "observer": s.observer,
-            "zero_point": s.zero_point,
+            "zero_point": "float" if s.learn_zero_points else s.zero_point,
         }
 
     def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
@@ -427,6 +458,7 @@ class GPTQModifier(_WeightQuantizer):
 
 
 __all__ = [
+    "GRID_PARAMETERS",
     "GPTQModifier",
     "MagnitudeOneShotModifier",
     "OneShotModifier",

@@ -5,6 +5,11 @@
 2. For each block: run it with hooks on its target Linears to collect input statistics, compress
    those Linears, then run the *compressed* block to produce the next block's inputs.
 
+With ``true_sequential`` (GPTQ's option of that name) step 2 goes stage by stage inside the block:
+Linears that read the same input tensor (q/k/v, then o, then gate/up, then down in a Llama block) form
+a stage, and each stage's statistics are collected with the earlier stages already compressed. One
+extra pass over the block per stage.
+
 Only one block's activations are alive at a time (samples x seq_len x hidden), so memory stays near
 the model's own size. Calibration runs in ``torch.no_grad`` with the model in eval mode.
 """
@@ -96,14 +101,53 @@ class InputStats:
 
 
 @torch.no_grad()
+def linear_stages(
+    block: nn.Module, modules: dict[str, nn.Linear], args: tuple, kwargs: dict
+) -> list[dict[str, nn.Linear]]:
+    """``modules`` split into stages in the order ``block`` calls them; Linears fed the same input tensor
+    share a stage. Found from one forward of ``block`` on one calibration batch."""
+    calls: list[tuple[str, torch.Tensor]] = []
+
+    def recorder(name: str) -> Callable:
+        def hook(_module, inputs):
+            calls.append((name, inputs[0]))
+
+        return hook
+
+    handles = [m.register_forward_pre_hook(recorder(n)) for n, m in modules.items()]
+    try:
+        block(*args, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+    stages: list[dict[str, nn.Linear]] = []
+    seen: set[str] = set()
+    previous = None
+    for name, x in calls:
+        if name in seen:
+            continue  # called twice in one forward: stays in its first stage
+        seen.add(name)
+        if previous is None or x is not previous:
+            stages.append({})
+        stages[-1][name] = modules[name]
+        previous = x
+    unused = [n for n in modules if n not in seen]
+    if unused:
+        raise RuntimeError(f"{unused[0]} saw no calibration input (is it used in the forward pass?)")
+    return stages
+
+
+@torch.no_grad()
 def run_sequential(
     model: nn.Module,
     steps: list[tuple[dict[str, nn.Linear], str | None, Callable[[str, nn.Linear, torch.Tensor | None], None]]],
     batches: list[dict[str, torch.Tensor]],
     progress: bool = True,
+    true_sequential: bool = False,
 ) -> dict[str, float]:
     """Compress block by block. ``steps`` are (modules, statistic kind or None, compress(name, module, stat)),
-    applied in order inside every block. Returns wall times per phase."""
+    applied in order inside every block; with ``true_sequential`` each step also goes stage by stage
+    (:func:`linear_stages`). Returns wall times per phase."""
     was_training = model.training
     model.eval()
     blocks_name, blocks = decoder_blocks(model)
@@ -126,20 +170,24 @@ def run_sequential(
                 mine = {n: m for n, m in modules.items() if n.startswith(prefix)}
                 if not mine:
                     continue
-                stats = None
-                if kind is not None:
+                stages = [mine]
+                if kind is not None and true_sequential:
+                    stages = linear_stages(block, mine, *inputs[0])
+                for stage in stages:
+                    stats = None
+                    if kind is not None:
+                        t = time.perf_counter()
+                        stats = InputStats(stage, kind)
+                        try:
+                            for args, kwargs in inputs:
+                                block(*args, **kwargs)
+                        finally:
+                            stats.remove()
+                        timings["statistics_s"] += time.perf_counter() - t
                     t = time.perf_counter()
-                    stats = InputStats(mine, kind)
-                    try:
-                        for args, kwargs in inputs:
-                            block(*args, **kwargs)
-                    finally:
-                        stats.remove()
-                    timings["statistics_s"] += time.perf_counter() - t
-                t = time.perf_counter()
-                for name, module in mine.items():
-                    compress(name, module, stats.get(name) if stats is not None else None)
-                timings["compress_s"] += time.perf_counter() - t
+                    for name, module in stage.items():
+                        compress(name, module, stats.get(name) if stats is not None else None)
+                    timings["compress_s"] += time.perf_counter() - t
             t = time.perf_counter()
             inputs = [_with_hidden(a, k, _block_output(block(*a, **k))) for a, k in inputs]
             timings["propagate_s"] += time.perf_counter() - t

@@ -15,7 +15,7 @@ from hf_lite.oneshot import algorithms as alg
 from hf_lite.oneshot import apply_recipe_
 from hf_lite.oneshot.apply import calibration_token_chunks
 from hf_lite.oneshot.modifiers import GRID_FILE
-from hf_lite.oneshot.sequential import capture_block_inputs, run_sequential
+from hf_lite.oneshot.sequential import capture_block_inputs, linear_stages, run_sequential
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -150,6 +150,38 @@ def test_sequential_propagation_matches_the_full_forward():
         model, [(block_linears(model), "sq_norms", lambda n, m, s: seen.append(n))], [{"input_ids": cal}], False
     )
     assert seen == list(block_linears(model))  # every Linear, block by block, in order
+
+
+def test_true_sequential_collects_each_stage_with_the_earlier_ones_compressed():
+    cal = [{"input_ids": calibration(4)}]
+    model = tiny_llama(layers=2)
+    block = decoder_blocks(model)[1][0]
+    first = {n: m for n, m in block_linears(model).items() if n.startswith("model.layers.0.")}
+    stages = linear_stages(block, first, *capture_block_inputs(model, block, cal)[0])
+    assert [[n.split(".")[-1] for n in stage] for stage in stages] == [
+        ["q_proj", "k_proj", "v_proj"],
+        ["o_proj"],
+        ["gate_proj", "up_proj"],
+        ["down_proj"],
+    ]
+
+    def statistics_seen(true_sequential: bool) -> dict[str, torch.Tensor]:
+        seen = {}
+
+        def halve_v(name, module, stat):  # attention output is linear in v: o_proj's inputs halve too
+            seen[name] = stat.clone()
+            if name.endswith("v_proj"):
+                module.weight.mul_(0.5)
+
+        model = tiny_llama(layers=2)
+        run_sequential(model, [(block_linears(model), "sq_norms", halve_v)], cal, False, true_sequential)
+        return seen
+
+    per_block, staged = statistics_seen(False), statistics_seen(True)
+    o_proj = "model.layers.0.self_attn.o_proj"
+    assert torch.equal(staged["model.layers.0.self_attn.q_proj"], per_block["model.layers.0.self_attn.q_proj"])
+    assert torch.allclose(staged[o_proj], per_block[o_proj] / 4, rtol=1e-5)
+    assert list(staged) == list(per_block)  # the same Linears, in the same order
 
 
 @pytest.mark.parametrize("method", ["magnitude", "wanda", "sparsegpt"])
@@ -322,16 +354,21 @@ def recovery_recipe(llama_dir: tuple, out, modifiers: list, steps: int = 4, lr: 
     }
 
 
-@pytest.mark.parametrize("zero_point", ["int", "float"])
-def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point):
-    """``recovery: scales``: training moves only the per-group scales; the integer codes of every weight
-    are those GPTQ chose, the export lies exactly on the trained grid and reloads as a plain Linear."""
+@pytest.mark.parametrize(
+    "zero_point, learn_zero_points", [("int", False), ("float", False), ("int", True)], ids=["int", "float", "learned"]
+)
+def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point, learn_zero_points):
+    """``recovery: scales``: training moves only the per-group scales (and zero points, if asked); the
+    integer codes of every weight are those GPTQ chose, the export lies exactly on the trained grid and
+    reloads as a plain Linear."""
+    from safetensors import safe_open
     from safetensors.torch import load_file
 
     from hf_lite import run_recipe
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "zero_point": zero_point}
+    spec["learn_zero_points"] = learn_zero_points
     recipe = recovery_recipe(llama_dir, tmp_path / "out", [{"type": "wanda", "sparsity": 0.5}, spec], steps=6)
     report, model = run_recipe(recipe, return_model=True)
     assert all(type(m) is torch.nn.Linear for m in block_linears(model).values())
@@ -343,13 +380,23 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
     name = "model.layers.1.mlp.down_proj"
     w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
-    w0, s0 = dict(oneshot.named_modules())[name].weight.detach(), session.modifiers[1].scales[name]
+    w0, s0, z0 = (
+        dict(oneshot.named_modules())[name].weight.detach(),
+        session.modifiers[1].scales[name],
+        session.modifiers[1].zeros[name],
+    )
     assert not torch.allclose(s, s0)  # the scales trained
+    assert torch.equal(z, z0) != learn_zero_points  # and the zero points, when asked
+    with safe_open(os.path.join(tmp_path / "out", GRID_FILE), "pt") as f:
+        assert f.metadata()["zero_point"] == ("float" if learn_zero_points else zero_point)
     kept = w.reshape(w.shape[0], -1, 16) != 0
-    codes, codes0 = grid_codes(w, s, z)[kept], grid_codes(w0, s0, z)[kept]
+    codes, codes0 = grid_codes(w, s, z)[kept], grid_codes(w0, s0, z0)[kept]
     assert torch.allclose(codes, codes.round(), atol=1e-3)  # on the trained grid
     assert torch.equal(codes.round(), codes0.round())  # with GPTQ's codes
-    assert torch.equal(w == 0, w0 == 0)
+    if learn_zero_points:  # the codes equal to the zero point are no longer 0.0; the pruned half is
+        assert bool(((w == 0) <= (w0 == 0)).all()) and float((w == 0).float().mean()) == 0.5
+    else:
+        assert torch.equal(w == 0, w0 == 0)
 
 
 @pytest.mark.parametrize("recovery", ["scales", "scales_only"])
@@ -439,6 +486,8 @@ def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
         ({"type": "gptq", "damp": 0}, "damp"),
         ({"type": "rtn", "group_size": 1}, "group_size"),
         ({"type": "gptq", "zero_point": "float"}, "symmetric: false"),
+        ({"type": "gptq", "learn_zero_points": True}, "no zero point to learn"),
+        ({"type": "rtn", "symmetric": False, "learn_zero_points": True, "recovery": "snap"}, "not snap"),
         ({"type": "wanda", "sparsity": 0.5, "schedule": "cubic"}, "schedule"),
     ],
 )
