@@ -627,6 +627,7 @@ def recovery_row(recipe: dict, folder: str) -> dict:
         "modifiers": recipe["modifiers"],
         "calibration": recipe["calibration"],
         "training": recipe["training"],
+        "commit": COMMIT,  # a file can hold rows from several runs
     }
     print(f"[bench] {folder}: {row['ppl_after_oneshot']} -> {row['ppl_after_recovery']}")
     return row
@@ -1019,10 +1020,21 @@ def section_oneshot(methods: list[str] | None = None) -> None:
         )
 
 
-def section_gptq_calibration() -> None:
+GPTQ_CALIBRATION_RUNS = {  # name: (calibration text, samples, seq_len, damp, true_sequential)
+    "shakespeare_32x256_damp0.1": ("shakespeare", 32, 256, 0.1, False),
+    "shakespeare_32x256_damp0.3": ("shakespeare", 32, 256, 0.3, False),
+    "wikitext_heldout_32x256": ("held_out", 32, 256, 0.01, False),
+    "wikitext_heldout_128x512": ("held_out", 128, 512, 0.01, False),
+    "shakespeare_32x256_true_sequential": ("shakespeare", 32, 256, 0.01, True),
+    "wikitext_heldout_32x256_true_sequential": ("held_out", 32, 256, 0.01, True),
+}
+
+
+def section_gptq_calibration(names: list[str] | None = None) -> None:
     """Is GPTQ int4 g128's gap to dense a calibration question? Our best g128 setting with more Hessian
-    dampening, and calibrated in-domain: WikiText-2 test text from character 600,000 on (disjoint from the
-    first 16,384 evaluated tokens, which end near character 65,000), 32 x 256 and 128 x 512 tokens."""
+    dampening, calibrated in-domain: WikiText-2 test text from character 600,000 on (disjoint from the
+    first 16,384 evaluated tokens, which end near character 65,000), 32 x 256 and 128 x 512 tokens, and
+    with ``calibration.true_sequential``. ``names``: a subset of GPTQ_CALIBRATION_RUNS (rows saved before are kept)."""
     from hf_lite.models import load_model, load_tokenizer
     from hf_lite.oneshot import apply_recipe_
     from hf_lite.oneshot.apply import calibration_token_chunks
@@ -1031,26 +1043,31 @@ def section_gptq_calibration() -> None:
     torch.set_num_threads(2)
     tok = load_tokenizer("smollm2-135m")
     windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
-    shakespeare, held_out = open(f"{SHARED}/tiny_shakespeare/input.txt").read(), wikitext_held_out()
-    runs = {  # name: (calibration text, samples, seq_len, damp)
-        "shakespeare_32x256_damp0.1": (shakespeare, 32, 256, 0.1),
-        "shakespeare_32x256_damp0.3": (shakespeare, 32, 256, 0.3),
-        "wikitext_heldout_32x256": (held_out, 32, 256, 0.01),
-        "wikitext_heldout_128x512": (held_out, 128, 512, 0.01),
-    }
-    rows = {}
-    for name, (text, samples, seq_len, damp) in runs.items():
+    texts = {"shakespeare": open(f"{SHARED}/tiny_shakespeare/input.txt").read(), "held_out": wikitext_held_out()}
+    rows = saved_rows("oneshot_gptq_calibration")
+    for name in names or GPTQ_CALIBRATION_RUNS:
+        text, samples, seq_len, damp, true_sequential = GPTQ_CALIBRATION_RUNS[name]
         spec = {**ONESHOT_METHODS["gptq_g128_asym_mse_actorder"], "damp": damp}
         model = load_model("smollm2-135m", "causal-lm")
+        recipe = {"modifiers": [spec], "calibration": {"true_sequential": true_sequential}}
         t = time.perf_counter()
-        apply_recipe_(model, {"modifiers": [spec]}, calibration_token_chunks(text, tok, samples, seq_len))
+        apply_recipe_(model, recipe, calibration_token_chunks(texts[text], tok, samples, seq_len))
         rows[name] = {
             "modifier": spec,
+            "true_sequential": true_sequential,
+            "commit": COMMIT,  # rows saved by earlier runs keep theirs (or have none)
             "compress_s": round(time.perf_counter() - t, 1),
             "ppl": perplexity(model, windows),
         }
         print(f"[bench] gptq calibration {name}: {rows[name]}")
-    save("oneshot_gptq_calibration", {"base_row": "gptq_g128_asym_mse_actorder (oneshot_smollm2.json)", "rows": rows})
+        save(
+            "oneshot_gptq_calibration",
+            {"base_row": "gptq_g128_asym_mse_actorder (oneshot_smollm2.json)", "rows": rows},
+        )
+
+
+def section_gptq_true_sequential() -> None:
+    section_gptq_calibration([n for n in GPTQ_CALIBRATION_RUNS if n.endswith("true_sequential")])
 
 
 PEER_METHODS = {  # llm-compressor method -> our equivalent row in ONESHOT_METHODS
@@ -1140,6 +1157,7 @@ STUDIES = {
     "gptq_recover_wiki": section_gptq_recover_wiki,
     "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
     "gptq_recover_wiki_zeros": section_gptq_recover_wiki_zeros,
+    "gptq_true_sequential": section_gptq_true_sequential,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,

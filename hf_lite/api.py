@@ -145,7 +145,7 @@ def run_recipe(
         timings["oneshot_s"] = time.perf_counter() - t
         metrics["after_oneshot"] = evaluate("oneshot")
     # what the fine-tune trains, counted after the one-shot step (``recovery: scales`` swaps frozen weights
-    # for per-group scales); the scales (and offsets) are not counted in the total
+    # for per-group scales); the scales (and zero points) are not counted in the total
     from .oneshot.modifiers import GRID_PARAMETERS
 
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)

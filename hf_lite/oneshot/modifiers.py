@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 GRID_FILE = "quantization_grid.safetensors"
 #: parameters a ``recovery: scales`` fine-tune adds to each quantized Linear (folded away at finalize)
-GRID_PARAMETERS = ("weight_qscale", "weight_qoffset")
+GRID_PARAMETERS = ("weight_qscale", "weight_qzero")
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -102,10 +102,10 @@ class RTNSettings(Settings):
     #: at finalize, which can undo what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 ->
     #: 34.9 ppl vs 37.7)
     recovery: Literal["scales", "scales_only", "snap"] = "scales"
-    #: asymmetric grids, ``recovery: scales``/``scales_only``: also learn each group's zero point (as a
-    #: per-group offset in weight units, next to its scale; EfficientQAT's Block-AP trains both). The
-    #: integer codes still stay fixed, the zero points become float (the grid file then says
-    #: ``zero_point: float``), and exact zeros the weight had before quantization (pruning) stay zero
+    #: asymmetric grids, ``recovery: scales``/``scales_only``: also learn each group's zero point (in
+    #: units of codes, next to its scale; EfficientQAT's Block-AP trains both). The integer codes still
+    #: stay fixed, the zero points become float (the grid file then says ``zero_point: float``), and
+    #: exact zeros the weight had before quantization (pruning) stay zero
     learn_zero_points: bool = False
 
     def validate(self) -> None:
@@ -241,13 +241,14 @@ class GridLinear(nn.Linear):
     """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
     ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
     ``(q - zero) * weight_qscale``: the integer codes stay fixed, only this layer's per-group scales train, and
-    exact zeros stay zero on any grid. With ``learn_zero_points`` a per-group ``weight_qoffset`` is added
-    too, ``(q - zero) * weight_qscale + offset = (q - (zero - offset / weight_qscale)) * weight_qscale``,
-    and the weights that were exactly zero before quantization are held at zero. Restored to a plain
-    ``nn.Linear`` at finalize."""
+    exact zeros stay zero on any grid. With ``learn_zero_points`` the per-group zero point trains too,
+    ``(q - weight_qzero) * weight_qscale``, computed as the rescaled weight plus
+    ``(zero - weight_qzero) * weight_qscale``; weights that were exactly zero before quantization are held
+    at zero. Restored to a plain ``nn.Linear`` at finalize."""
 
     weight_qscale: nn.Parameter  # (rows, groups), trained
     _hf_lite_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
+    _hf_lite_zero: torch.Tensor  # (rows, groups), its zero points (with ``learn_zero_points`` only)
     _hf_lite_group: int
     _hf_lite_weight_trainable: bool  # restored at finalize
 
@@ -256,12 +257,12 @@ class GridLinear(nn.Linear):
 
     def grid_weight(self) -> torch.Tensor:
         w = self.weight * self._per_input(self.weight_qscale / self._hf_lite_scale).to(self.weight.dtype)
-        offset = self._parameters.get("weight_qoffset")
-        if offset is None:
+        zero = self._parameters.get("weight_qzero")
+        if zero is None:
             return w
-        w = w + self._per_input(offset).to(w.dtype)
+        w = w + self._per_input((self._hf_lite_zero - zero) * self.weight_qscale).to(w.dtype)
         keep = self._buffers.get("_hf_lite_keep")
-        return w if keep is None else w * keep
+        return w if keep is None else torch.where(keep, w, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.grid_weight(), self.bias)
@@ -315,8 +316,8 @@ class _WeightQuantizer(OneShotModifier):
 
     @torch.no_grad()
     def _learn_scales(self, name: str, module: nn.Module, zeros_before: torch.Tensor | None = None) -> None:
-        """Freeze the weight and give the Linear a learnable scale (and, with ``learn_zero_points``, offset)
-        per group. Done right after compression, so they exist before a Trainer builds its optimizer."""
+        """Freeze the weight and give the Linear a learnable scale (and, with ``learn_zero_points``, zero
+        point) per group. Done right after compression, so they exist before a Trainer builds its optimizer."""
         lin = getattr(module, "base_layer", module)
         if type(lin) is not nn.Linear:
             return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
@@ -324,9 +325,11 @@ class _WeightQuantizer(OneShotModifier):
         lin.register_buffer("_hf_lite_scale", scale, persistent=False)  # follows .to(device), not saved
         lin.register_parameter("weight_qscale", nn.Parameter(scale.clone()))
         if self.settings.learn_zero_points:
-            lin.register_parameter("weight_qoffset", nn.Parameter(torch.zeros_like(scale)))
-            if zeros_before is not None:  # a pruned model's zeros, which an offset would otherwise move
-                lin.register_buffer("_hf_lite_keep", (~zeros_before).to(lin.weight.dtype), persistent=False)
+            zero = self.zeros[name].to(lin.weight.device, torch.float32)
+            lin.register_buffer("_hf_lite_zero", zero, persistent=False)
+            lin.register_parameter("weight_qzero", nn.Parameter(zero.clone()))
+            if zeros_before is not None:  # a pruned model's zeros, which a moved zero point would shift
+                lin.register_buffer("_hf_lite_keep", ~zeros_before, persistent=False)
         lin._hf_lite_group = self.settings.group_size or lin.weight.shape[1]
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
@@ -343,13 +346,13 @@ class _WeightQuantizer(OneShotModifier):
                 continue
             lin.weight.data = lin.grid_weight().detach()
             self.scales[name] = lin.weight_qscale.detach().clone()
-            offset = lin._parameters.pop("weight_qoffset", None)
-            if offset is not None:
-                self.zeros[name] = self.zeros[name] - offset.detach() / self.scales[name]
+            zero = lin._parameters.pop("weight_qzero", None)
+            if zero is not None:
+                self.zeros[name] = zero.detach().clone()
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
-            lin._buffers.pop("_hf_lite_keep", None)
+            lin._buffers.pop("_hf_lite_zero", None), lin._buffers.pop("_hf_lite_keep", None)
             del lin._hf_lite_group, lin._hf_lite_weight_trainable
 
     @torch.no_grad()

@@ -399,16 +399,23 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
         assert torch.equal(w == 0, w0 == 0)
 
 
-@pytest.mark.parametrize("recovery", ["scales", "scales_only"])
-def test_scales_recovery_trains_the_float_parameters_unless_scales_only(tmp_path, llama_dir, recovery):
+@pytest.mark.parametrize(
+    "recovery, learn_zero_points",
+    [("scales", False), ("scales_only", False), ("scales_only", True)],
+    ids=["scales", "scales_only", "scales_only_zeros"],
+)
+def test_scales_recovery_trains_the_float_parameters_unless_scales_only(
+    tmp_path, llama_dir, recovery, learn_zero_points
+):
     """``scales`` also trains what the quantizer leaves in float (embeddings, norms); ``scales_only``
-    freezes all of it, so the scales are all that moves, and the report counts exactly them."""
+    freezes all of it, so the scales (and zero points) are all that moves, and the report counts exactly them."""
     from safetensors.torch import load_file
 
     from hf_lite import run_recipe
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "recovery": recovery}
+    spec["learn_zero_points"] = learn_zero_points
     recipe = recovery_recipe(llama_dir, tmp_path / "out", [spec])
     report, model = run_recipe(recipe, return_model=True)
     oneshot, session = oneshot_reference(folder, text, [spec])
@@ -421,7 +428,8 @@ def test_scales_recovery_trains_the_float_parameters_unless_scales_only(tmp_path
     assert not torch.allclose(grid[f"{name}.scales"], session.modifiers[0].scales[name])  # the scales trained
     n_scales = sum(grid[k].numel() for k in grid if k.endswith(".scales"))
     if recovery == "scales_only":
-        assert report["trainable_parameters"] == n_scales
+        assert report["trainable_parameters"] == n_scales * (2 if learn_zero_points else 1)
+        assert report["trainable_fraction"] == report["trainable_parameters"] / oneshot.num_parameters()
     else:
         assert report["trainable_parameters"] > n_scales
     assert all(p.requires_grad for p in model.parameters())  # frozen only while training
