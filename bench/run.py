@@ -671,10 +671,14 @@ def wikitext_held_out() -> str:
 
 
 def section_gptq_recover_wiki(
-    steps: int = 150, recovery: str = "scales", learn_zero_points: bool = False, true_sequential: bool = False
+    steps: int = 150,
+    recovery: str = "scales",
+    learn_zero_points: bool = False,
+    true_sequential: bool = False,
+    lr: float = 1e-3,
 ) -> None:
     """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
-    ``steps`` x 2 x 512 tokens of the same text learning the scales, KD from the dense model, lr 1e-3.
+    ``steps`` x 2 x 512 tokens of the same text learning the scales, KD from the dense model, peak ``lr``.
     ``recovery: scales`` also trains the float parameters (tied embeddings, norms); ``scales_only`` not.
     ``learn_zero_points`` also learns each group's zero point; ``true_sequential`` calibrates stage by stage."""
     torch.set_num_threads(2)
@@ -686,9 +690,10 @@ def section_gptq_recover_wiki(
     recipe["calibration"].update(source=text_file, true_sequential=true_sequential)
     recipe["data"]["train"] = text_file
     recipe["data"]["max_train_samples"] = 2 * steps
-    recipe["training"].update(max_steps=steps, learning_rate=1e-3)
+    recipe["training"].update(max_steps=steps, learning_rate=lr)
     recipe["modifiers"][0].update(recovery=recovery, learn_zero_points=learn_zero_points)
     key = recovery + ("_zeros" if learn_zero_points else "") + ("_true_sequential" if true_sequential else "")
+    key += "" if (steps, lr) == (150, 1e-3) else f"_{steps}steps_lr{lr:g}"
     row = recovery_row(recipe, f"gptq_recover_wiki_{key}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
     rows = saved_rows("smollm2_gptq_g128_recover_wiki")
@@ -698,6 +703,11 @@ def section_gptq_recover_wiki(
 
 def section_gptq_recover_wiki_scales_only() -> None:
     section_gptq_recover_wiki(recovery="scales_only")
+
+
+def section_gptq_recover_wiki_long() -> None:
+    """scales_only for twice the steps at half the peak lr."""
+    section_gptq_recover_wiki(steps=300, recovery="scales_only", lr=5e-4)
 
 
 def section_gptq_recover_wiki_zeros() -> None:
@@ -1157,6 +1167,7 @@ STUDIES = {
     "gptq_recover_wiki": section_gptq_recover_wiki,
     "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
     "gptq_recover_wiki_zeros": section_gptq_recover_wiki_zeros,
+    "gptq_recover_wiki_long": section_gptq_recover_wiki_long,
     "gptq_true_sequential": section_gptq_true_sequential,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
