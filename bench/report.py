@@ -260,8 +260,8 @@ RECOVERY_LABELS = {  # (file, row) -> (what ran, what was kept: a text, or "spar
         "the same with `recovery: scales_only` (every other parameter frozen)",
         "int4 grid, GPTQ's codes",
     ),
-    ("smollm2_gptq_g128_recover_wiki", "scales_only_zeros_true_sequential"): (
-        "the same with `learn_zero_points` too (scales and zero points train), calibrated with `true_sequential`",
+    ("smollm2_gptq_g128_recover_wiki", "scales_only_300steps_lr0.0005"): (
+        "the same, `scales_only`, 300 steps (two passes over the 310 held-out windows) at peak lr 5e-4",
         "int4 grid, GPTQ's codes",
     ),
     ("smollm2_gptq_g128_recover", "snap"): (

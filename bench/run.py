@@ -673,14 +673,13 @@ def wikitext_held_out() -> str:
 def section_gptq_recover_wiki(
     steps: int = 150,
     recovery: str = "scales",
-    learn_zero_points: bool = False,
     true_sequential: bool = False,
     lr: float = 1e-3,
 ) -> None:
     """gptq_recover in-domain: GPTQ int4 g128 calibrated on held-out WikiText (32 x 256 tokens), then
     ``steps`` x 2 x 512 tokens of the same text learning the scales, KD from the dense model, peak ``lr``.
     ``recovery: scales`` also trains the float parameters (tied embeddings, norms); ``scales_only`` not.
-    ``learn_zero_points`` also learns each group's zero point; ``true_sequential`` calibrates stage by stage."""
+    ``true_sequential`` calibrates stage by stage."""
     torch.set_num_threads(2)
     os.chdir(REPO)
     text_file = os.path.join(OUT, "wikitext_heldout.txt")
@@ -691,8 +690,8 @@ def section_gptq_recover_wiki(
     recipe["data"]["train"] = text_file
     recipe["data"]["max_train_samples"] = 2 * steps
     recipe["training"].update(max_steps=steps, learning_rate=lr)
-    recipe["modifiers"][0].update(recovery=recovery, learn_zero_points=learn_zero_points)
-    key = recovery + ("_zeros" if learn_zero_points else "") + ("_true_sequential" if true_sequential else "")
+    recipe["modifiers"][0]["recovery"] = recovery
+    key = recovery + ("_true_sequential" if true_sequential else "")
     key += "" if (steps, lr) == (150, 1e-3) else f"_{steps}steps_lr{lr:g}"
     row = recovery_row(recipe, f"gptq_recover_wiki_{key}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
@@ -708,11 +707,6 @@ def section_gptq_recover_wiki_scales_only() -> None:
 def section_gptq_recover_wiki_long() -> None:
     """scales_only for twice the steps at half the peak lr."""
     section_gptq_recover_wiki(steps=300, recovery="scales_only", lr=5e-4)
-
-
-def section_gptq_recover_wiki_zeros() -> None:
-    """scales_only plus learned zero points, with true-sequential calibration (our best one-shot start)."""
-    section_gptq_recover_wiki(recovery="scales_only", learn_zero_points=True, true_sequential=True)
 
 
 def section_recovery_plain() -> None:
@@ -1166,7 +1160,6 @@ STUDIES = {
     "gptq_recover": section_gptq_recover,
     "gptq_recover_wiki": section_gptq_recover_wiki,
     "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
-    "gptq_recover_wiki_zeros": section_gptq_recover_wiki_zeros,
     "gptq_recover_wiki_long": section_gptq_recover_wiki_long,
     "gptq_true_sequential": section_gptq_true_sequential,
     "int8_engines": section_int8_engines,

@@ -145,11 +145,9 @@ def run_recipe(
         timings["oneshot_s"] = time.perf_counter() - t
         metrics["after_oneshot"] = evaluate("oneshot")
     # what the fine-tune trains, counted after the one-shot step (``recovery: scales`` swaps frozen weights
-    # for per-group scales); the scales (and zero points) are not counted in the total
-    from .oneshot.modifiers import GRID_PARAMETERS
-
+    # for per-group scales); the scales are not counted in the total
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-    total_params = sum(p.numel() for n, p in trainer.model.named_parameters() if not n.endswith(GRID_PARAMETERS))
+    total_params = sum(p.numel() for n, p in trainer.model.named_parameters() if not n.endswith("weight_qscale"))
     steps = recipe.training.get("max_steps", -1)
     epochs = recipe.training.get("num_train_epochs", 3.0)
     if train_ds is not None and (steps > 0 or (steps in (-1, None) and epochs > 0)):

@@ -30,8 +30,6 @@ from . import algorithms as alg
 logger = logging.getLogger(__name__)
 
 GRID_FILE = "quantization_grid.safetensors"
-#: parameters a ``recovery: scales`` fine-tune adds to each quantized Linear (folded away at finalize)
-GRID_PARAMETERS = ("weight_qscale", "weight_qzero")
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -102,11 +100,6 @@ class RTNSettings(Settings):
     #: at finalize, which can undo what they learned (README: GPTQ g128 on SmolLM2, 30 KD steps: 36.9 ->
     #: 34.9 ppl vs 37.7)
     recovery: Literal["scales", "scales_only", "snap"] = "scales"
-    #: asymmetric grids, ``recovery: scales``/``scales_only``: also learn each group's zero point (in
-    #: units of codes, next to its scale; EfficientQAT's Block-AP trains both). The integer codes still
-    #: stay fixed, the zero points become float (the grid file then says ``zero_point: float``), and
-    #: exact zeros the weight had before quantization (pruning) stay zero
-    learn_zero_points: bool = False
 
     def validate(self) -> None:
         if self.bits not in (4, 8):
@@ -115,10 +108,6 @@ class RTNSettings(Settings):
             self.fail("group_size", "must be >= 2 or null (per output channel)")
         if self.zero_point == "float" and self.symmetric:
             self.fail("zero_point", "a float zero point needs an asymmetric grid: add symmetric: false")
-        if self.learn_zero_points and self.symmetric:
-            self.fail("learn_zero_points", "a symmetric grid has no zero point to learn: add symmetric: false")
-        if self.learn_zero_points and self.recovery == "snap":
-            self.fail("learn_zero_points", "zero points are learned with recovery: scales or scales_only, not snap")
 
 
 @dataclasses.dataclass
@@ -241,28 +230,16 @@ class GridLinear(nn.Linear):
     """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
     ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
     ``(q - zero) * weight_qscale``: the integer codes stay fixed, only this layer's per-group scales train, and
-    exact zeros stay zero on any grid. With ``learn_zero_points`` the per-group zero point trains too,
-    ``(q - weight_qzero) * weight_qscale``, computed as the rescaled weight plus
-    ``(zero - weight_qzero) * weight_qscale``; weights that were exactly zero before quantization are held
-    at zero. Restored to a plain ``nn.Linear`` at finalize."""
+    exact zeros stay zero on any grid. Restored to a plain ``nn.Linear`` at finalize."""
 
     weight_qscale: nn.Parameter  # (rows, groups), trained
     _hf_lite_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
-    _hf_lite_zero: torch.Tensor  # (rows, groups), its zero points (with ``learn_zero_points`` only)
     _hf_lite_group: int
     _hf_lite_weight_trainable: bool  # restored at finalize
 
-    def _per_input(self, per_group: torch.Tensor) -> torch.Tensor:
-        return per_group.repeat_interleave(self._hf_lite_group, dim=1)[:, : self.weight.shape[1]]
-
     def grid_weight(self) -> torch.Tensor:
-        w = self.weight * self._per_input(self.weight_qscale / self._hf_lite_scale).to(self.weight.dtype)
-        zero = self._parameters.get("weight_qzero")
-        if zero is None:
-            return w
-        w = w + self._per_input((self._hf_lite_zero - zero) * self.weight_qscale).to(w.dtype)
-        keep = self._buffers.get("_hf_lite_keep")
-        return w if keep is None else torch.where(keep, w, 0.0)
+        ratio = (self.weight_qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
+        return self.weight * ratio[:, : self.weight.shape[1]].to(self.weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.grid_weight(), self.bias)
@@ -308,28 +285,21 @@ class _WeightQuantizer(OneShotModifier):
     @torch.no_grad()
     def _install(self, name: str, module: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
         w = base_weight(module)
-        zeros_before = (w == 0) if self.settings.learn_zero_points and bool((w == 0).any()) else None
         w.copy_(q.to(w.dtype))
         self.scales[name], self.zeros[name] = scales, zeros
         if self.settings.recovery in ("scales", "scales_only"):
-            self._learn_scales(name, module, zeros_before)
+            self._learn_scales(name, module)
 
     @torch.no_grad()
-    def _learn_scales(self, name: str, module: nn.Module, zeros_before: torch.Tensor | None = None) -> None:
-        """Freeze the weight and give the Linear a learnable scale (and, with ``learn_zero_points``, zero
-        point) per group. Done right after compression, so they exist before a Trainer builds its optimizer."""
+    def _learn_scales(self, name: str, module: nn.Module) -> None:
+        """Freeze the weight and give the Linear a learnable scale per group. Done right after
+        compression, so the scales exist before a Trainer builds its optimizer."""
         lin = getattr(module, "base_layer", module)
         if type(lin) is not nn.Linear:
             return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
         scale = self.scales[name].to(lin.weight.device, torch.float32)
         lin.register_buffer("_hf_lite_scale", scale, persistent=False)  # follows .to(device), not saved
         lin.register_parameter("weight_qscale", nn.Parameter(scale.clone()))
-        if self.settings.learn_zero_points:
-            zero = self.zeros[name].to(lin.weight.device, torch.float32)
-            lin.register_buffer("_hf_lite_zero", zero, persistent=False)
-            lin.register_parameter("weight_qzero", nn.Parameter(zero.clone()))
-            if zeros_before is not None:  # a pruned model's zeros, which a moved zero point would shift
-                lin.register_buffer("_hf_lite_keep", ~zeros_before, persistent=False)
         lin._hf_lite_group = self.settings.group_size or lin.weight.shape[1]
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
@@ -346,13 +316,9 @@ class _WeightQuantizer(OneShotModifier):
                 continue
             lin.weight.data = lin.grid_weight().detach()
             self.scales[name] = lin.weight_qscale.detach().clone()
-            zero = lin._parameters.pop("weight_qzero", None)
-            if zero is not None:
-                self.zeros[name] = zero.detach().clone()
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
-            lin._buffers.pop("_hf_lite_zero", None), lin._buffers.pop("_hf_lite_keep", None)
             del lin._hf_lite_group, lin._hf_lite_weight_trainable
 
     @torch.no_grad()
@@ -405,7 +371,7 @@ class _WeightQuantizer(OneShotModifier):
             "group_size": json.dumps(s.group_size),
             "symmetric": json.dumps(s.symmetric),
             "observer": s.observer,
-            "zero_point": "float" if s.learn_zero_points else s.zero_point,
+            "zero_point": s.zero_point,
         }
 
     def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
@@ -461,7 +427,6 @@ class GPTQModifier(_WeightQuantizer):
 
 
 __all__ = [
-    "GRID_PARAMETERS",
     "GPTQModifier",
     "MagnitudeOneShotModifier",
     "OneShotModifier",

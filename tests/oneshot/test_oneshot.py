@@ -354,21 +354,16 @@ def recovery_recipe(llama_dir: tuple, out, modifiers: list, steps: int = 4, lr: 
     }
 
 
-@pytest.mark.parametrize(
-    "zero_point, learn_zero_points", [("int", False), ("float", False), ("int", True)], ids=["int", "float", "learned"]
-)
-def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point, learn_zero_points):
-    """``recovery: scales``: training moves only the per-group scales (and zero points, if asked); the
-    integer codes of every weight are those GPTQ chose, the export lies exactly on the trained grid and
-    reloads as a plain Linear."""
-    from safetensors import safe_open
+@pytest.mark.parametrize("zero_point", ["int", "float"])
+def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, zero_point):
+    """``recovery: scales``: training moves only the per-group scales; the integer codes of every weight
+    are those GPTQ chose, the export lies exactly on the trained grid and reloads as a plain Linear."""
     from safetensors.torch import load_file
 
     from hf_lite import run_recipe
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "zero_point": zero_point}
-    spec["learn_zero_points"] = learn_zero_points
     recipe = recovery_recipe(llama_dir, tmp_path / "out", [{"type": "wanda", "sparsity": 0.5}, spec], steps=6)
     report, model = run_recipe(recipe, return_model=True)
     assert all(type(m) is torch.nn.Linear for m in block_linears(model).values())
@@ -380,42 +375,25 @@ def test_gptq_recovery_learns_scales_and_keeps_the_codes(tmp_path, llama_dir, ze
     weights = load_file(os.path.join(tmp_path / "out", "model.safetensors"))
     name = "model.layers.1.mlp.down_proj"
     w, s, z = weights[f"{name}.weight"], grid[f"{name}.scales"], grid[f"{name}.zeros"]
-    w0, s0, z0 = (
-        dict(oneshot.named_modules())[name].weight.detach(),
-        session.modifiers[1].scales[name],
-        session.modifiers[1].zeros[name],
-    )
+    w0, s0 = dict(oneshot.named_modules())[name].weight.detach(), session.modifiers[1].scales[name]
     assert not torch.allclose(s, s0)  # the scales trained
-    assert torch.equal(z, z0) != learn_zero_points  # and the zero points, when asked
-    with safe_open(os.path.join(tmp_path / "out", GRID_FILE), "pt") as f:
-        assert f.metadata()["zero_point"] == ("float" if learn_zero_points else zero_point)
     kept = w.reshape(w.shape[0], -1, 16) != 0
-    codes, codes0 = grid_codes(w, s, z)[kept], grid_codes(w0, s0, z0)[kept]
+    codes, codes0 = grid_codes(w, s, z)[kept], grid_codes(w0, s0, z)[kept]
     assert torch.allclose(codes, codes.round(), atol=1e-3)  # on the trained grid
     assert torch.equal(codes.round(), codes0.round())  # with GPTQ's codes
-    if learn_zero_points:  # the codes equal to the zero point are no longer 0.0; the pruned half is
-        assert bool(((w == 0) <= (w0 == 0)).all()) and float((w == 0).float().mean()) == 0.5
-    else:
-        assert torch.equal(w == 0, w0 == 0)
+    assert torch.equal(w == 0, w0 == 0)
 
 
-@pytest.mark.parametrize(
-    "recovery, learn_zero_points",
-    [("scales", False), ("scales_only", False), ("scales_only", True)],
-    ids=["scales", "scales_only", "scales_only_zeros"],
-)
-def test_scales_recovery_trains_the_float_parameters_unless_scales_only(
-    tmp_path, llama_dir, recovery, learn_zero_points
-):
+@pytest.mark.parametrize("recovery", ["scales", "scales_only"])
+def test_scales_recovery_trains_the_float_parameters_unless_scales_only(tmp_path, llama_dir, recovery):
     """``scales`` also trains what the quantizer leaves in float (embeddings, norms); ``scales_only``
-    freezes all of it, so the scales (and zero points) are all that moves, and the report counts exactly them."""
+    freezes all of it, so the scales are all that moves, and the report counts exactly them."""
     from safetensors.torch import load_file
 
     from hf_lite import run_recipe
 
     folder, text = llama_dir
     spec = {"type": "gptq", "group_size": 16, "symmetric": False, "recovery": recovery}
-    spec["learn_zero_points"] = learn_zero_points
     recipe = recovery_recipe(llama_dir, tmp_path / "out", [spec])
     report, model = run_recipe(recipe, return_model=True)
     oneshot, session = oneshot_reference(folder, text, [spec])
@@ -428,8 +406,7 @@ def test_scales_recovery_trains_the_float_parameters_unless_scales_only(
     assert not torch.allclose(grid[f"{name}.scales"], session.modifiers[0].scales[name])  # the scales trained
     n_scales = sum(grid[k].numel() for k in grid if k.endswith(".scales"))
     if recovery == "scales_only":
-        assert report["trainable_parameters"] == n_scales * (2 if learn_zero_points else 1)
-        assert report["trainable_fraction"] == report["trainable_parameters"] / oneshot.num_parameters()
+        assert report["trainable_parameters"] == n_scales
     else:
         assert report["trainable_parameters"] > n_scales
     assert all(p.requires_grad for p in model.parameters())  # frozen only while training
@@ -494,8 +471,6 @@ def test_calibration_chunks_are_sequential_or_seeded(tokenizer):
         ({"type": "gptq", "damp": 0}, "damp"),
         ({"type": "rtn", "group_size": 1}, "group_size"),
         ({"type": "gptq", "zero_point": "float"}, "symmetric: false"),
-        ({"type": "gptq", "learn_zero_points": True}, "no zero point to learn"),
-        ({"type": "rtn", "symmetric": False, "learn_zero_points": True, "recovery": "snap"}, "not snap"),
         ({"type": "wanda", "sparsity": 0.5, "schedule": "cubic"}, "schedule"),
     ],
 )
