@@ -1066,7 +1066,11 @@ def section_gptq_calibration(names: list[str] | None = None) -> None:
         print(f"[bench] gptq calibration {name}: {rows[name]}")
         save(
             "oneshot_gptq_calibration",
-            {"base_row": "gptq_g128_asym_mse_actorder (oneshot_smollm2.json)", "rows": rows},
+            {
+                "base_row": "gptq_g128_asym_mse_actorder (oneshot_smollm2.json)",
+                "older_rows": "rows without a commit were made at e66b242 on the earlier AVX2 CPU (exploration script)",
+                "rows": rows,
+            },
         )
 
 
