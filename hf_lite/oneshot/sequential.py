@@ -105,7 +105,8 @@ def linear_stages(
     block: nn.Module, modules: dict[str, nn.Linear], args: tuple, kwargs: dict
 ) -> list[dict[str, nn.Linear]]:
     """``modules`` split into stages in the order ``block`` calls them; Linears fed the same input tensor
-    share a stage. Found from one forward of ``block`` on one calibration batch."""
+    share a stage (the same tensor object: a model that copies its input per projection gets one stage per
+    Linear, slower but still right). Found from one forward of ``block`` on one calibration batch."""
     calls: list[tuple[str, torch.Tensor]] = []
 
     def recorder(name: str) -> Callable:
