@@ -261,7 +261,7 @@ RECOVERY_LABELS = {  # (file, row) -> (what ran, what was kept: a text, or "spar
         "int4 grid, GPTQ's codes",
     ),
     ("smollm2_gptq_g128_recover_wiki", "scales_only_300steps_lr0.0005"): (
-        "the same, `scales_only`, 300 steps (two passes over the 310 held-out windows) at peak lr 5e-4",
+        "the same, `scales_only`, 300 steps (1.94 passes over the 310 held-out windows) at peak lr 5e-4",
         "int4 grid, GPTQ's codes",
     ),
     ("smollm2_gptq_g128_recover", "snap"): (
