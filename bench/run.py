@@ -1029,6 +1029,7 @@ GPTQ_CALIBRATION_RUNS = {  # name: (calibration text, samples, seq_len, damp, tr
     "shakespeare_32x256_damp0.3": ("shakespeare", 32, 256, 0.3, False),
     "wikitext_heldout_32x256": ("held_out", 32, 256, 0.01, False),
     "wikitext_heldout_128x512": ("held_out", 128, 512, 0.01, False),
+    "shakespeare_32x256": ("shakespeare", 32, 256, 0.01, False),  # the core row's setting, re-run beside the next
     "shakespeare_32x256_true_sequential": ("shakespeare", 32, 256, 0.01, True),
     "wikitext_heldout_32x256_true_sequential": ("held_out", 32, 256, 0.01, True),
 }
@@ -1075,7 +1076,10 @@ def section_gptq_calibration(names: list[str] | None = None) -> None:
 
 
 def section_gptq_true_sequential() -> None:
-    section_gptq_calibration([n for n in GPTQ_CALIBRATION_RUNS if n.endswith("true_sequential")])
+    """true_sequential next to the same calibration without it, on the same CPU."""
+    section_gptq_calibration(
+        [n for n in GPTQ_CALIBRATION_RUNS if n.endswith("true_sequential") or n.endswith("_32x256")]
+    )
 
 
 PEER_METHODS = {  # llm-compressor method -> our equivalent row in ONESHOT_METHODS
