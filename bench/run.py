@@ -692,7 +692,7 @@ def section_gptq_recover_wiki(
     recipe["training"].update(max_steps=steps, learning_rate=lr)
     recipe["modifiers"][0]["recovery"] = recovery
     key = recovery + ("_true_sequential" if true_sequential else "")
-    key += "" if (steps, lr) == (150, 1e-3) else f"_{steps}steps_lr{lr:g}"
+    key += "" if (steps, lr) == (150, 1e-3) else f"_{steps}steps_lr{lr:g}"  # the first rows' names stay
     row = recovery_row(recipe, f"gptq_recover_wiki_{key}")
     row["text"] = "wiki.test.raw from character 600,000 (CR stripped), for calibration and training"
     rows = saved_rows("smollm2_gptq_g128_recover_wiki")
