@@ -27,10 +27,14 @@ def __getattr__(name: str):
         from .callback import CompressionCallback
 
         return CompressionCallback
-    if name in ("LiteTrainer", "LiteTrainingArguments"):
+    if name in ("LiteTrainer", "LiteTrainingArguments", "LiteSeq2SeqTrainer", "LiteSeq2SeqTrainingArguments"):
         from . import trainer
 
         return getattr(trainer, name)
+    if name in ("LiteSFTTrainer", "LiteSFTConfig"):
+        from . import sft  # needs TRL; its ImportError names the extra
+
+        return getattr(sft, name)
     if name in ("prepare_model", "run_recipe"):
         from . import api
 
@@ -43,6 +47,10 @@ __all__ = [
     "CompressionCallback",
     "CompressionSession",
     "Context",
+    "LiteSFTConfig",
+    "LiteSFTTrainer",
+    "LiteSeq2SeqTrainer",
+    "LiteSeq2SeqTrainingArguments",
     "LiteTrainer",
     "LiteTrainingArguments",
     "Modifier",

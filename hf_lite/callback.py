@@ -1,7 +1,7 @@
 """CompressionCallback: maps Trainer events onto the modifier lifecycle.
 
-Works with a plain ``transformers.Trainer`` (or TRL's ``SFTTrainer``) for every modifier that needs
-no extra loss term. Callbacks decide *when*; modifiers decide *what*.
+Works with a plain ``transformers.Trainer`` (or TRL's ``SFTTrainer``) for every modifier that adds no
+loss term; the Lite trainers install one themselves. Callbacks decide *when*; modifiers decide *what*.
 """
 
 from __future__ import annotations
@@ -13,18 +13,29 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from .core.modifier import Modifier
-from .core.recipe import Recipe, parse_modifiers
+from .core.recipe import CalibrationSettings, Recipe, load_recipe
 from .core.session import STATE_FILE, CompressionSession
+from .core.settings import RecipeError
 
 logger = logging.getLogger(__name__)
+
+LITE_TRAINERS = "hf_lite.LiteTrainer / LiteSeq2SeqTrainer / LiteSFTTrainer"
 
 
 class CompressionCallback(TrainerCallback):
     """Run a recipe's modifiers inside ``Trainer.train()``.
 
+    One-shot modifiers (Wanda, SparseGPT, GPTQ, RTN, magnitude) compress at train begin, on
+    ``calibration_dataset``, else the recipe's ``calibration.source`` (tokenized with the trainer's
+    ``processing_class``), else the first ``calibration.samples`` rows of the training set padded by
+    its data collator. Modifiers that add a loss term (distillation) need a Lite trainer.
+
     Args:
         recipe: a recipe path, YAML text, dict, list of modifier dicts, or a parsed ``Recipe``.
-        session: an existing session (LiteTrainer passes its own); excludes ``recipe``.
+        modifiers: modifier objects instead of a recipe.
+        session: an existing session (from ``hf_lite.prepare_model``); excludes ``recipe``/``modifiers``.
+        calibration_dataset: token ids for the one-shot modifiers (see above).
+        owned: set by the Lite trainers, which add the loss terms this callback cannot.
     """
 
     def __init__(
@@ -33,33 +44,110 @@ class CompressionCallback(TrainerCallback):
         *,
         modifiers: list[Modifier] | None = None,
         session: CompressionSession | None = None,
+        calibration_dataset: Any = None,
+        owned: bool = False,
     ):
+        parsed = None if recipe is None else recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if session is None:
-            session = CompressionSession(modifiers if modifiers is not None else parse_modifiers(recipe))
+            session = CompressionSession(modifiers if modifiers is not None else parsed.build_modifiers() if parsed else [])
         self.session = session
+        self.recipe = parsed
+        self.calibration_dataset = calibration_dataset
+        self.owned = owned
         self.final_model = None
-        self.trainer = None  # LiteTrainer sets this so finalize can hand back a new model object
+        self.trainer = None  # a Lite trainer sets this so finalize can hand back a new model object
 
     # -- setup -----------------------------------------------------------------------------------
     def on_init_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kw):
         if self.session.initialized or model is None:
             return
+        self._check_plain_trainer()
         for m in self.session.modifiers:
             if m.replaces_model:
-                raise ValueError(
+                raise RecipeError(
                     f"modifier {m.type_name!r} wraps the model (peft) and must run before Trainer(...) is built: "
-                    "use hf_lite.LiteTrainer, or call `model = hf_lite.prepare_model(model, recipe)` first and "
-                    "pass CompressionCallback(session=...) from its result"
+                    f"use {LITE_TRAINERS}, or call `model, session = hf_lite.prepare_model(model, recipe)` first and "
+                    "pass CompressionCallback(session=session)"
                 )
+        if self.recipe is not None and self.recipe.model.init_from_teacher:
+            raise RecipeError(
+                "model.init_from_teacher builds a new model object: use a Lite trainer, or "
+                "`model, session = hf_lite.prepare_model(model, recipe)` before Trainer(...)"
+            )
+        if self.recipe is not None:
+            from .trainer import apply_model_section
+
+            apply_model_section(model, self.recipe, "CompressionCallback")  # warns about ignored sections
         new = self.session.initialize(model)
         assert new is model
+
+    def _check_plain_trainer(self) -> None:
+        if self.owned:
+            return
+        adds_loss = [m.type_name for m in self.session.modifiers if m.needs_teacher or m.has_loss_term]
+        if adds_loss:
+            raise RecipeError(
+                f"modifier(s) {adds_loss} add a loss term, which a callback cannot: use {LITE_TRAINERS} "
+                "(the same arguments plus recipe=) instead of Trainer + CompressionCallback"
+            )
 
     def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, model=None, **kw):
         if not self.session.initialized:  # callback added after Trainer.__init__
             self.on_init_end(args, state, control, model=model)
+        self._check_plain_trainer()
         self.session.on_train_begin(model, state.max_steps, state.global_step)
         if state.global_step > 0:
             self._restore(args, state)
+        if self.session.pending_one_shot:
+            loader = kw.get("train_dataloader")
+            self.calibrate(
+                model,
+                kw.get("processing_class"),
+                None if loader is None else loader.dataset,
+                None if loader is None else loader.collate_fn,
+            )
+
+    # -- calibration -------------------------------------------------------------------------------
+    def _settings(self) -> CalibrationSettings:
+        return (self.recipe.calibration if self.recipe is not None else None) or CalibrationSettings()
+
+    def check_calibration_source(self, train_dataset: Any, tokenizer: Any) -> None:
+        """Before training: refuse a run whose one-shot modifiers would have no calibration data."""
+        if not self.session.requires_calibration or self.calibration_dataset is not None:
+            return
+        names = [m.type_name for m in self.session.pending_one_shot if m.requires_calibration]
+        if self._settings().source is not None:
+            if tokenizer is None:
+                raise RecipeError(
+                    f"{names}: calibration.source is text; pass processing_class= (the tokenizer) to the trainer"
+                )
+            return
+        if train_dataset is None:
+            raise RecipeError(
+                f"{names}: need calibration data; pass calibration_dataset= (token ids) or train_dataset= to the "
+                "trainer, or set calibration.source in the recipe"
+            )
+
+    def calibrate(
+        self, model, tokenizer=None, dataset: Any = None, collator: Any = None, data: Any = None
+    ) -> dict[str, float]:
+        """Run the pending one-shot modifiers on ``model``: on ``data`` or ``calibration_dataset`` when
+        given, else the recipe's ``calibration.source``, else a sample of ``dataset``."""
+        from .oneshot.apply import calibration_batches, dataset_calibration, recipe_calibration
+
+        cal = self._settings()
+        data = data if data is not None else self.calibration_dataset
+        batches = None
+        if self.session.requires_calibration:
+            if data is not None:
+                batches = calibration_batches(data, cal.batch_size)
+            elif cal.source is not None and self.recipe is not None and tokenizer is not None:
+                batches = calibration_batches(recipe_calibration(self.recipe, tokenizer), cal.batch_size)
+            elif dataset is not None:
+                batches = dataset_calibration(dataset, collator, cal.samples, cal.batch_size)
+            else:
+                self.check_calibration_source(None, tokenizer)
+        return self.session.calibrate(model, batches, progress=False, true_sequential=cal.true_sequential)
 
     def _restore(self, args: TrainingArguments, state: TrainerState) -> None:
         candidates = []
@@ -103,7 +191,7 @@ class CompressionCallback(TrainerCallback):
         self.finalize(model)
 
     def finalize(self, model):
-        """Make the compression permanent; a LiteTrainer then holds the final model object."""
+        """Make the compression permanent; a Lite trainer then holds the final model object."""
         self.final_model = self.session.finalize(model)
         if self.trainer is not None and self.final_model is not model:
             self.trainer.model = self.trainer.model_wrapped = self.final_model

@@ -17,6 +17,8 @@ import os
 import torch
 from torch import nn
 
+from .core.settings import RecipeError
+
 logger = logging.getLogger(__name__)
 
 ALIASES = {
@@ -85,24 +87,51 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+TASK_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "causal-lm": "AutoModelForCausalLM",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+}
+
+
+def task_of(model: nn.Module) -> str:
+    """The task of a (possibly peft-wrapped) model, from its head: ``causal-lm``, ``seq2seq`` or
+    ``sequence-classification``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(getattr(base, "config", None), "is_encoder_decoder", False):
+        return "seq2seq"
+    if type(base).__name__.endswith("ForCausalLM"):
+        return "causal-lm"
+    return "sequence-classification"
+
+
 def load_model(
     name_or_path: str,
     task: str = "sequence-classification",
     num_labels: int | None = None,
     dtype: str = "float32",
+    key: str = "model.name_or_path",
 ) -> nn.Module:
-    """A model with the head for ``task`` (``sequence-classification`` or ``causal-lm``)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    """A model with the head for ``task`` (``sequence-classification``, ``causal-lm`` or ``seq2seq``).
+    A path or Hub id that cannot be loaded is a :class:`RecipeError` naming ``key`` and what was tried."""
+    import transformers
 
+    if task not in TASK_CLASSES:
+        raise ValueError(f"task {task!r}: use one of {sorted(TASK_CLASSES)}")
     path = resolve_model_path(name_or_path)
     kwargs: dict = {"dtype": DTYPES[dtype]}
-    if task == "sequence-classification":
-        if num_labels is not None:
-            kwargs["num_labels"] = num_labels
-        model = AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-        if model.config.pad_token_id is None and model.config.eos_token_id is not None:
+    if task == "sequence-classification" and num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    try:
+        model = getattr(transformers, TASK_CLASSES[task]).from_pretrained(path, **kwargs)
+    except OSError as e:
+        where = os.path.abspath(path) if os.path.exists(path) or path.startswith((".", "/", "~")) else path
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise RecipeError(
+            f"{key}: cannot load {name_or_path!r} (tried {where!r}): {first}. Give an existing model folder, "
+            "an offline alias (minilm-l6, smollm2-135m) or a Hub id reachable from here"
+        ) from None
+    if task == "sequence-classification" and model.config.pad_token_id is None:
+        if model.config.eos_token_id is not None:
             model.config.pad_token_id = model.config.eos_token_id
-        return model
-    if task == "causal-lm":
-        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    raise ValueError(f"task {task!r}: use 'sequence-classification' or 'causal-lm'")
+    return model

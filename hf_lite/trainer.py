@@ -1,32 +1,44 @@
-"""LiteTrainer: a ``transformers.Trainer`` that adds modifier loss terms in ``compute_loss``.
+"""The Lite trainers: ``LiteTrainer``, ``LiteSeq2SeqTrainer`` (and ``LiteSFTTrainer`` in :mod:`hf_lite.sft`).
 
-It overrides nothing else of the training loop: the modifiers run through
-:class:`~hf_lite.callback.CompressionCallback`.
+All three are :class:`LiteTrainerMixin` over a transformers/TRL trainer class. The mixin adds the
+modifiers' loss terms in ``compute_loss`` and nothing else of the training loop: the modifiers run
+through :class:`~hf_lite.callback.CompressionCallback`, which it installs.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
 
 from .callback import CompressionCallback
 from .core.recipe import Recipe, load_recipe
 from .core.session import CompressionSession
+from .core.settings import RecipeError
+
+logger = logging.getLogger(__name__)
+
+RECIPE_HELP = "hf_lite recipe YAML (its `modifiers:` act during training)"
 
 
 @dataclasses.dataclass
 class LiteTrainingArguments(TrainingArguments):
     """``TrainingArguments`` plus ``--recipe`` for ``HfArgumentParser`` scripts."""
 
-    recipe: str | None = dataclasses.field(
-        default=None, metadata={"help": "hf_lite recipe YAML (its `modifiers:` are applied during training)"}
-    )
+    recipe: str | None = dataclasses.field(default=None, metadata={"help": RECIPE_HELP})
+
+
+@dataclasses.dataclass
+class LiteSeq2SeqTrainingArguments(Seq2SeqTrainingArguments):
+    """``Seq2SeqTrainingArguments`` plus ``--recipe`` (run_summarization/run_translation style scripts)."""
+
+    recipe: str | None = dataclasses.field(default=None, metadata={"help": RECIPE_HELP})
 
 
 def sequence_classification_loss(outputs: Any, labels: torch.Tensor, num_items_in_batch: Any = None) -> torch.Tensor:
@@ -48,22 +60,40 @@ def sequence_classification_loss(outputs: Any, labels: torch.Tensor, num_items_i
 
 
 def _is_sequence_classifier(model: nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    config = getattr(base, "config", None)
-    return type(base).__name__.endswith("ForSequenceClassification") and getattr(config, "problem_type", None) in (
+    from .models import task_of
+
+    config = getattr(model, "config", None)
+    return task_of(model) == "sequence-classification" and getattr(config, "problem_type", None) in (
         None,
         "single_label_classification",
         "regression",
     )
 
 
-class LiteTrainer(Trainer):
-    """Drop-in ``Trainer`` that runs an hf_lite recipe.
+def load_teacher(recipe: Recipe, student: nn.Module) -> nn.Module:
+    """The recipe's ``teacher:``, with the student's head class (causal LM teaches causal LM)."""
+    from .models import load_model, task_of
+
+    t = recipe.teacher
+    return load_model(t.name_or_path, task_of(student), dtype=t.dtype, key="teacher.name_or_path")
+
+
+class LiteTrainerMixin:
+    """What every Lite trainer adds to its transformers/TRL base class.
 
     Args:
-        recipe: path, YAML text, dict or parsed ``Recipe``; defaults to ``args.recipe``.
+        recipe: path, YAML text, dict, list of modifier dicts or parsed ``Recipe``; defaults to
+            ``args.recipe``. Of a full recipe, the script's own model, data and TrainingArguments win:
+            ``model.init_from_teacher`` is applied to the model passed in; other ``model``, ``data``,
+            ``training`` and ``export`` keys are reported in one warning as not used here.
         teacher_model: teacher for the ``distillation`` modifier (overrides the recipe's ``teacher:``).
-        All other arguments are ``transformers.Trainer``'s.
+        calibration_dataset: data for one-shot modifiers (Wanda, SparseGPT, GPTQ), which compress at
+            train begin: a (samples, seq_len) tensor of token ids, a dataset or a list of dicts with
+            ``input_ids``. Default: the recipe's ``calibration.source`` when set, else the first
+            ``calibration.samples`` (32) rows of ``train_dataset``, padded by the data collator.
+        pipeline: set by :func:`hf_lite.run_recipe`, which has already built the model from the recipe's
+            ``model`` section and honours ``data``/``training``/``export`` itself.
+        All other arguments are the base trainer's.
     """
 
     def __init__(
@@ -73,72 +103,82 @@ class LiteTrainer(Trainer):
         *pos: Any,
         recipe: str | os.PathLike | dict | list | Recipe | None = None,
         teacher_model: nn.Module | None = None,
+        calibration_dataset: Any = None,
+        pipeline: bool = False,
         **kwargs: Any,
     ):
         if pos:
-            raise TypeError("LiteTrainer takes keyword arguments after `model` and `args`")
-        if recipe is None and args is not None:
-            recipe = getattr(args, "recipe", None)
-        parsed = None
-        if recipe is not None:
-            parsed = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+            raise TypeError(f"{type(self).__name__} takes keyword arguments after `model` and `args`")
+        if recipe is None:
+            recipe = getattr(args, "recipe", None)  # the Lite*Arguments / LiteSFTConfig field
+        parsed = None if recipe is None else recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+        self.recipe = parsed
         self.session = CompressionSession(parsed.build_modifiers() if parsed else [])
-        if teacher_model is None and parsed is not None and parsed.teacher is not None:
-            from .models import load_model
-
-            teacher_model = load_model(parsed.teacher.name_or_path, parsed.model.task, dtype=parsed.teacher.dtype)
+        if parsed is not None and model is not None and not pipeline:
+            model = apply_model_section(model, parsed, type(self).__name__)
+        teacher_model = self._resolve_teacher(parsed, model, teacher_model)
         self.teacher = teacher_model
         self.session.ctx.teacher = teacher_model
         if model is not None:
             model = self.session.initialize(model)
         if "compute_loss_func" not in kwargs and model is not None and _is_sequence_classifier(model):
             kwargs["compute_loss_func"] = sequence_classification_loss
-        self.compression = CompressionCallback(session=self.session)
+        self.compression = CompressionCallback(
+            session=self.session, recipe=parsed, calibration_dataset=calibration_dataset, owned=True
+        )
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [self.compression]
         super().__init__(model=model, args=args, **kwargs)
         self.compression.trainer = self
+        self.compression.check_calibration_source(self.train_dataset, self.processing_class)
         if self.teacher is not None:
             self.teacher.to(self.args.device).eval()
             self.teacher.requires_grad_(False)
         self._term_sums: dict[str, torch.Tensor] = {}  # on device: no host sync per step
-        # the distillation modifier may serve cached teacher logits; looked up once, not per step
-        self._teacher_forward = next(
-            (m.teacher_forward for m in self.session.modifiers if hasattr(m, "teacher_forward")), None
-        )
         self._term_count = 0
+
+    def _resolve_teacher(self, recipe: Recipe | None, model: nn.Module | None, teacher: nn.Module | None):
+        wanted = self.session.teacher_modifier is not None
+        if teacher is not None or recipe is None or recipe.teacher is None:
+            if teacher is not None and not wanted:
+                logger.warning("hf_lite: teacher_model is set but no modifier uses a teacher (add a distillation one)")
+            return teacher
+        if not wanted:
+            logger.warning("hf_lite: the recipe's teacher: is not loaded; no modifier uses it (add a distillation one)")
+            return None
+        if model is None:
+            raise RecipeError("teacher: the teacher's head follows the student's; pass model= to the trainer")
+        return load_teacher(recipe, model)
 
     @property
     def final_model(self) -> nn.Module:
         """The model after ``finalize`` (merged, converted, shrunk); ``self.model`` before training ends."""
         return self.compression.final_model if self.compression.final_model is not None else self.model
 
+    def calibrate(self, calibration_data: Any = None) -> dict[str, float]:
+        """Run the one-shot modifiers now (they otherwise run at train begin). Returns wall times."""
+        return self.compression.calibrate(
+            self.model, self.processing_class, self.train_dataset, self.data_collator, calibration_data
+        )
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.session.has_loss or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         extra = {k: True for k in self.session.needs_outputs}
-        loss, outputs = super().compute_loss(model, {**inputs, **extra}, True, num_items_in_batch)
+        loss, outputs = self._task_loss(model, {**inputs, **extra}, num_items_in_batch)
         teacher_outputs = None
         if self.teacher is not None:
-            forward = self._teacher_forward
-            with torch.no_grad():
-                if forward is not None:
-                    teacher_outputs = forward(self.teacher, inputs, extra)
-                else:
-                    t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-                    teacher_outputs = self.teacher(**t_inputs, **extra)
+            teacher_outputs = self.session.teacher_modifier.teacher_forward(self.teacher, inputs, extra)
         terms = self.session.loss_terms(outputs, inputs, teacher_outputs)
         if terms:
-            loss = loss * self._task_weight() + self._scale(sum(terms.values()), inputs, num_items_in_batch)
+            loss = loss * self.session.task_loss_weight + self._scale(sum(terms.values()), inputs, num_items_in_batch)
             for k, v in terms.items():
                 self._term_sums[k] = self._term_sums.get(k, 0.0) + v.detach()
             self._term_count += 1
         return (loss, outputs) if return_outputs else loss
 
-    def _task_weight(self) -> float:
-        weight = 1.0
-        for m in self.session.modifiers:
-            weight *= getattr(m, "task_loss_weight", 1.0)
-        return weight
+    def _task_loss(self, model, inputs, num_items_in_batch) -> tuple[torch.Tensor, Any]:
+        """The base trainer's loss and the model outputs (with logits) the loss terms read."""
+        return super().compute_loss(model, inputs, True, num_items_in_batch)
 
     def _scale(self, term: torch.Tensor, inputs: dict[str, Any], num_items_in_batch: Any) -> torch.Tensor:
         """Give a per-item-mean term the normalisation the Trainer applies to its own loss."""
@@ -165,3 +205,60 @@ class LiteTrainer(Trainer):
         if self.session.modifiers:
             logs.update(self.session.stats())
         super().log(logs, start_time)
+
+
+class LiteTrainer(LiteTrainerMixin, Trainer):
+    """Drop-in ``transformers.Trainer`` that runs an hf_lite recipe (see :class:`LiteTrainerMixin`)."""
+
+
+class LiteSeq2SeqTrainer(LiteTrainerMixin, Seq2SeqTrainer):
+    """Drop-in ``transformers.Seq2SeqTrainer`` (summarization, translation) that runs an hf_lite recipe."""
+
+
+#: recipe sections a script's own objects replace, and what replaces them
+SCRIPT_OWNED = {
+    "model": "the model passed in",
+    "data": "the datasets passed in",
+    "training": "the TrainingArguments",
+    "export": "your own save_model / push_to_hub calls",
+    "calibration": None,  # used: samples, batch_size, source, true_sequential
+}
+
+
+def apply_model_section(model: nn.Module, recipe: Recipe, where: str) -> nn.Module:
+    """What a trainer in a user's script does with a full recipe's ``model``/``data``/``training``/
+    ``export`` sections: ``model.init_from_teacher`` builds the student from the model passed in; every
+    other key is named in one warning (the script's own objects win)."""
+    if recipe.model.init_from_teacher:
+        from .distillation.student import student_from_teacher
+
+        layers = recipe.model.init_from_teacher["layers"]
+        logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of the model passed in", layers)
+        model = student_from_teacher(model, layers)
+    ignored = []
+    for section, instead in SCRIPT_OWNED.items():
+        keys = recipe.raw.get(section) or {}
+        if instead is None or not isinstance(keys, dict):
+            continue
+        names = [k for k in keys if not (section == "model" and k == "init_from_teacher")]
+        if names:
+            ignored.append(f"{section}.{{{', '.join(names)}}} ({instead} are used)")
+    if ignored:
+        logger.warning(
+            "hf_lite: %s uses only the recipe's modifiers, teacher, calibration and model.init_from_teacher; "
+            "ignored here: %s. `hf-lite run` reads them.",
+            where,
+            "; ".join(ignored),
+        )
+    return model
+
+
+__all__ = [
+    "LiteSeq2SeqTrainer",
+    "LiteSeq2SeqTrainingArguments",
+    "LiteTrainer",
+    "LiteTrainerMixin",
+    "LiteTrainingArguments",
+    "apply_model_section",
+    "sequence_classification_loss",
+]

@@ -5,19 +5,27 @@ Lifecycle, in order (the callback maps Trainer events onto these):
 1. ``initialize(model, ctx)`` - once, before the optimizer exists: structural edits (freeze,
    swap layer classes, add trainable scales). May return a new model object (e.g. a peft wrapper).
 2. ``on_train_begin(model, ctx)`` - ``ctx.max_steps`` is known: resolve ``start``/``end``.
-3. per step: ``on_step_begin`` (before forward) -> ``loss`` (LiteTrainer only) ->
+3. calibration - one-shot modifiers (``one_shot = True``) compress once, block by block, through
+   ``compression_step()``; the session runs them after ``on_train_begin`` (or before training, in
+   ``hf-lite run``) on calibration batches when ``requires_calibration``, else data-free.
+4. per step: ``on_step_begin`` (before forward) -> ``loss`` (Lite trainers only) ->
    ``before_optimizer_step`` (gradients are final) -> ``after_optimizer_step``.
    ``start``/``end`` are steps where a modifier changes phase; the modifier checks ``ctx.step``.
-4. ``finalize(model, ctx)`` - at train end (or in one-shot use): make the compression permanent
+5. ``finalize(model, ctx)`` - at train end (or in one-shot use): make the compression permanent
    and return the model to save (may be a different object: merged, shrunk, converted).
+6. export - ``export`` (a modifier with its own format writes the folder), ``extra_files`` (files
+   next to the model), ``card_snippet`` (how to load it, for the model card and report.json).
 
-Runtime state lives on the modifier and is saved with ``state_dict``/``load_state_dict``
-(tensors and JSON-able scalars only: it is written as safetensors, never pickled).
+Every capability is a method or class attribute declared here with its default; the session and
+the trainers call them, never probe for them. Runtime state lives on the modifier and is saved with
+``state_dict``/``load_state_dict`` (tensors and JSON-able scalars only: written as safetensors,
+never pickled).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -32,9 +40,12 @@ class Context:
 
     step: int = 0
     max_steps: int = 0
-    world_size: int = 1
     teacher: nn.Module | None = None
-    calibration: Any = None  # an iterable of input dicts (one-shot methods)
+
+
+#: what a one-shot modifier hands the block-by-block runner: its target Linears, the input statistic
+#: its ``compress`` needs (``hessian``, ``sq_norms``, or None for data-free) and ``compress(name, module, stat)``
+CompressionStep = tuple[dict[str, nn.Module], str | None, Callable[[str, nn.Module, Any], None]]
 
 
 class Modifier:
@@ -45,13 +56,19 @@ class Modifier:
     #: True when the modifier changes the model object (peft wrapping) and so must run before
     #: ``Trainer(...)`` is built: use ``LiteTrainer`` or ``hf_lite.prepare_model``.
     replaces_model: ClassVar[bool] = False
-    #: outputs the loss term needs from the forward pass (LiteTrainer asks the model for them)
+    #: outputs the loss term needs from the forward pass (the Lite trainers ask the model for them)
     needs_outputs: ClassVar[tuple[str, ...]] = ()
+    #: compresses once (calibration phase) instead of, or before, acting during training
+    one_shot: ClassVar[bool] = False
+    #: its loss terms compare with a teacher's outputs: the run needs ``teacher:`` / ``teacher_model=``
+    needs_teacher: ClassVar[bool] = False
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.start_step = 0
         self.end_step = 0
+        #: one-shot modifiers: True once ``compression_step`` has run (checkpointed, so resume skips it)
+        self.applied = False
 
     # -- lifecycle -----------------------------------------------------------------------------
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
@@ -81,8 +98,47 @@ class Modifier:
         return model
 
     def loss(self, outputs: Any, inputs: dict[str, Any], teacher_outputs: Any, ctx: Context) -> dict[str, torch.Tensor]:
-        """Extra loss terms as {name: per-item mean}. LiteTrainer weights and logs them."""
+        """Extra loss terms as {name: per-item mean}. The Lite trainers weight and log them."""
         return {}
+
+    @property
+    def has_loss_term(self) -> bool:
+        """True when the subclass overrides ``loss`` (so only a Lite trainer can run it)."""
+        return type(self).loss is not Modifier.loss
+
+    @property
+    def task_loss_weight(self) -> float:
+        """Factor on the task (label) loss when this modifier adds its own terms (distillation: 1 - alpha)."""
+        return 1.0
+
+    # -- one-shot (calibration phase) --------------------------------------------------------------
+    @property
+    def requires_calibration(self) -> bool:
+        """True when ``compression_step`` needs input statistics, i.e. calibration batches."""
+        return False
+
+    def compression_step(self) -> CompressionStep | None:
+        """For ``one_shot`` modifiers: (targets, statistic, compress) run once block by block."""
+        return None
+
+    # -- teacher -----------------------------------------------------------------------------------
+    def teacher_forward(self, teacher: nn.Module, inputs: dict[str, Any], extra: dict[str, bool]) -> Any:
+        """The teacher's outputs for a batch (labels removed). A modifier may serve cached outputs."""
+        with torch.no_grad():
+            return teacher(**teacher_inputs(teacher, inputs), **extra)
+
+    # -- export ------------------------------------------------------------------------------------
+    def export(self, model: nn.Module, folder: str, tokenizer: Any = None) -> bool:
+        """Write the finalized model in this modifier's own format; return False to leave it to the
+        default (plain safetensors). When several modifiers have a format, the last one in the recipe writes."""
+        return False
+
+    def extra_files(self, folder: str, export_settings: Any) -> None:
+        """Write files next to the exported model (an adapter, a quantization grid)."""
+
+    def card_snippet(self, task: str, repo: str) -> str | None:
+        """Python that loads the exported folder, when plain ``from_pretrained`` is not the whole story."""
+        return None
 
     # -- reporting and checkpoints -----------------------------------------------------------
     def stats(self) -> dict[str, float]:
@@ -98,6 +154,16 @@ class Modifier:
 
     def describe(self) -> str:
         return f"{self.type_name}({', '.join(f'{k}={v}' for k, v in self.settings.to_dict().items())})"
+
+
+def teacher_inputs(teacher: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A batch for the teacher: no labels (no teacher loss to compute); an encoder-decoder teacher gets
+    the decoder inputs its own forward would have made from them."""
+    out = {k: v for k, v in inputs.items() if k != "labels"}
+    labels = inputs.get("labels")
+    if labels is not None and "decoder_input_ids" not in out and getattr(teacher.config, "is_encoder_decoder", False):
+        out["decoder_input_ids"] = teacher.prepare_decoder_input_ids_from_labels(labels=labels)
+    return out
 
 
 MODIFIERS: dict[str, type[Modifier]] = {}

@@ -285,12 +285,33 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
         export=section("export", ExportSettings),
     )
-    modifiers = recipe.build_modifiers()  # validates every modifier's settings now
-    for m in modifiers:
-        check = getattr(m, "check_recipe", None)
-        if check:
-            check(recipe)
+    recipe.build_modifiers()  # validates every modifier's settings now
+    if not isinstance(source, (dict, list)) and os.path.isfile(str(source)):
+        _resolve_paths(recipe, os.path.dirname(os.path.abspath(str(source))))
     return recipe
+
+
+#: (section, field) of every local input path a recipe may name
+PATH_FIELDS = (
+    ("model", "name_or_path"),
+    ("teacher", "name_or_path"),
+    ("data", "train"),
+    ("data", "eval"),
+    ("calibration", "source"),
+)
+
+
+def _resolve_paths(recipe: Recipe, folder: str) -> None:
+    """Relative input paths are read from the recipe file's folder when they exist there; otherwise
+    they stay relative to the working directory (recipes written for the project root, Hub ids)."""
+    for section, name in PATH_FIELDS:
+        settings = getattr(recipe, section)
+        value = getattr(settings, name, None) if settings is not None else None
+        if not value or os.path.isabs(value):
+            continue
+        candidate = os.path.join(folder, value)
+        if os.path.exists(candidate):
+            setattr(settings, name, candidate)
 
 
 def parse_modifiers(source: str | os.PathLike | dict | list | Recipe | None) -> list[Modifier]:

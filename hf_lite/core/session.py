@@ -47,9 +47,27 @@ class CompressionSession:
 
     def on_train_begin(self, model: nn.Module, max_steps: int, step: int) -> None:
         self.ctx.max_steps, self.ctx.step = max_steps, step
-        self.ctx.world_size = torch.distributed.get_world_size() if is_distributed() else 1
         for m in self.modifiers:
             m.on_train_begin(model, self.ctx)
+
+    # -- calibration (one-shot modifiers) ----------------------------------------------------------
+    @property
+    def pending_one_shot(self) -> list[Modifier]:
+        """One-shot modifiers that have not compressed yet (resume restores ``applied``)."""
+        return [m for m in self.modifiers if m.one_shot and not m.applied]
+
+    @property
+    def requires_calibration(self) -> bool:
+        return any(m.requires_calibration for m in self.pending_one_shot)
+
+    def calibrate(self, model: nn.Module, batches: list[dict[str, torch.Tensor]] | None, **options: Any) -> dict:
+        """Run every pending one-shot modifier once, in recipe order, block by block. ``batches`` are
+        model inputs (``input_ids``, ``attention_mask``); None is fine when every one is data-free.
+        ``options``: ``progress``, ``true_sequential``. Returns wall times per phase."""
+        from ..oneshot.apply import run_oneshot
+
+        self.timings = run_oneshot(model, self.pending_one_shot, batches, **options)
+        return self.timings
 
     def on_step_begin(self, model: nn.Module, step: int) -> None:
         self.ctx.step = step
@@ -67,6 +85,13 @@ class CompressionSession:
     def finalize(self, model: nn.Module) -> nn.Module:
         if self.finalized:
             return model
+        pending = [m.type_name for m in self.pending_one_shot]
+        if pending:
+            raise RuntimeError(
+                f"one-shot modifier(s) {pending} never compressed the model: the calibration phase did not run. "
+                "Use LiteTrainer/CompressionCallback (they run it at train begin), hf_lite.oneshot.apply_recipe_, "
+                "or call session.calibrate(model, batches) before finalize"
+            )
         for m in self.modifiers:
             model = m.finalize(model, self.ctx)
         self.finalized = True
@@ -85,7 +110,35 @@ class CompressionSession:
 
     @property
     def has_loss(self) -> bool:
-        return any(type(m).loss is not Modifier.loss for m in self.modifiers)
+        return any(m.has_loss_term for m in self.modifiers)
+
+    @property
+    def teacher_modifier(self) -> Modifier | None:
+        """The modifier that runs the teacher (its ``teacher_forward`` may serve cached outputs)."""
+        return next((m for m in self.modifiers if m.needs_teacher), None)
+
+    @property
+    def task_loss_weight(self) -> float:
+        weight = 1.0
+        for m in self.modifiers:
+            weight *= m.task_loss_weight
+        return weight
+
+    # -- export ----------------------------------------------------------------------------------
+    def export(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
+        """Write the finalized model: the last modifier with a format of its own, else plain safetensors;
+        then every modifier's extra files."""
+        from ..export import save_model
+        from .recipe import ExportSettings
+
+        export_settings = export_settings or ExportSettings()
+        if not any(m.export(model, folder, tokenizer) for m in reversed(self.modifiers)):
+            save_model(model, folder, tokenizer)
+        for m in self.modifiers:
+            m.extra_files(folder, export_settings)
+
+    def card_snippet(self, task: str, repo: str) -> str | None:
+        return next((s for m in reversed(self.modifiers) if (s := m.card_snippet(task, repo))), None)
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {}

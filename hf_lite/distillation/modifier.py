@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.modifier import Context, Modifier, register_modifier
+from ..core.modifier import Context, Modifier, register_modifier, teacher_inputs
 from ..core.settings import RecipeError, Settings
 
 PROJ_ATTR = "hf_lite_distill_proj"  # trained with the student, removed at finalize
@@ -82,11 +82,13 @@ class DistillationModifier(Modifier):
     """Adds ``alpha`` * soft loss (+ hidden and attention terms); the task loss is scaled by 1 - alpha."""
 
     settings_cls = DistillationSettings
+    needs_teacher = True
 
     def __init__(self, settings):
         super().__init__(settings)
         self.pairs: list[tuple[int, int]] = []
-        self.causal = False
+        self.causal = False  # decoder-only LM: logits at t predict the label at t + 1
+        self.seq2seq = False  # encoder-decoder: decoder logits line up with the labels
         self.proj: nn.ModuleList | None = None  # registered on the student so the optimizer trains it
         self.cache: dict[bytes, torch.Tensor] = {}
         self.cache_hits = 0
@@ -109,23 +111,31 @@ class DistillationModifier(Modifier):
         teacher = ctx.teacher
         if teacher is None:
             raise RecipeError(
-                "distillation: no teacher; pass teacher_model= to LiteTrainer or set `teacher:` in the recipe"
+                "distillation: no teacher; pass teacher_model= to the trainer or set `teacher:` in the recipe"
             )
         s = self.settings
         self.causal = type(model).__name__.endswith("ForCausalLM")
+        self.seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
         vs, vt = getattr(model.config, "vocab_size", None), getattr(teacher.config, "vocab_size", None)
-        if self.causal and vs != vt:
+        if self.seq2seq and (s.hidden_weight > 0 or s.attention_weight > 0):
+            raise RecipeError(
+                "distillation: hidden_weight and attention_weight support encoder-only and decoder-only models; "
+                "set both to 0 for an encoder-decoder (logits distillation works)"
+            )
+        if (self.causal or self.seq2seq) and vs != vt:
             raise RecipeError(
                 f"distillation: student vocab_size {vs} != teacher vocab_size {vt}; the tokenizers must match"
             )
-        if self.causal and s.cache_teacher:
+        if (self.causal or self.seq2seq) and s.cache_teacher:
             raise RecipeError(
                 "distillation.cache_teacher: supported for sequence classification only (LM logits are too large)"
             )
-        if not self.causal and model.config.num_labels != teacher.config.num_labels:
+        if not (self.causal or self.seq2seq) and model.config.num_labels != teacher.config.num_labels:
             raise RecipeError(
                 f"distillation: student has {model.config.num_labels} labels, teacher {teacher.config.num_labels}"
             )
+        if self.seq2seq:
+            return model  # logits only (checked above): no layer pairs
         ls, lt = _num_layers(model), _num_layers(teacher)
         if s.layer_map == "uniform":
             self.pairs = [(i, round((i + 1) * lt / ls) - 1) for i in range(ls)]
@@ -150,9 +160,9 @@ class DistillationModifier(Modifier):
     @torch.no_grad()
     def teacher_forward(self, teacher: nn.Module, inputs: dict[str, Any], extra: dict[str, bool]) -> Any:
         """The teacher's outputs for a batch; with ``cache_teacher`` each distinct example runs once."""
-        t_inputs = {k: v for k, v in inputs.items() if k != "labels"}
         if not self.settings.cache_teacher:
-            return teacher(**t_inputs, **extra)
+            return super().teacher_forward(teacher, inputs, extra)
+        t_inputs = teacher_inputs(teacher, inputs)
         ids, mask = inputs["input_ids"], inputs.get("attention_mask")
         keys = [
             (row[m.bool()] if m is not None else row).cpu().numpy().tobytes()
@@ -187,7 +197,14 @@ class DistillationModifier(Modifier):
         return terms
 
     def _valid(self, inputs: dict[str, Any], logits: torch.Tensor) -> torch.Tensor | None:
-        """Boolean mask over the rows of the soft loss (None = all rows count)."""
+        """Boolean mask over the rows of the soft loss (None = all rows count): the positions whose label
+        the task loss counts (padding and prompt tokens carry ``ignore_index``)."""
+        if self.seq2seq:
+            labels = inputs.get("labels")
+            if labels is not None:
+                return labels.reshape(-1) != self.settings.ignore_index
+            mask = inputs.get("decoder_attention_mask")
+            return None if mask is None else mask.reshape(-1).bool()
         if self.causal:
             labels = inputs.get("labels")
             if labels is not None:
@@ -236,7 +253,7 @@ class DistillationModifier(Modifier):
         return torch.stack(losses).mean()
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        if hasattr(model, PROJ_ATTR):
+        if PROJ_ATTR in model._modules:
             delattr(model, PROJ_ATTR)  # projections only serve training; the export is the plain student
         return model
 

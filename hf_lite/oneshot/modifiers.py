@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.modifier import Context, register_modifier
+from ..core.modifier import CompressionStep, Context, register_modifier
 from ..core.settings import RecipeError, Settings
 from ..core.targets import plain_module_name
 from ..pruning.base import MaskedModifier, base_weight
@@ -137,14 +137,16 @@ def _check_solver(s: Settings) -> None:
 class OneShotModifier(MaskedModifier):
     """Base: target selection and checks at initialize; ``compress`` is called once per target Linear."""
 
-    #: one-shot modifiers run through hf_lite.oneshot before training
-    one_shot: ClassVar[bool] = True
+    one_shot = True
     #: the calibration statistic ``compress`` needs: ``hessian``, ``sq_norms`` or None (data-free)
     statistic: ClassVar[str | None] = None
 
-    def __init__(self, settings: Settings):
-        super().__init__(settings)
-        self.applied = False
+    @property
+    def requires_calibration(self) -> bool:
+        return self.statistic is not None
+
+    def compression_step(self) -> CompressionStep:
+        return self.modules, self.statistic, self.compress
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         model = super().initialize(model, ctx)  # target resolution shared with the pruning modifiers
@@ -265,10 +267,13 @@ class _WeightQuantizer(OneShotModifier):
                     f"{self.type_name}: recovery: scales_only freezes every parameter but the quantization "
                     "scales, LoRA's too; use recovery: scales with lora"
                 )
-            # before any optimizer exists; the scales made at compress time are then the only trainables
+            # before any optimizer exists; the per-group scales added below are then the only trainables
             self._frozen = [p for p in model.parameters() if p.requires_grad]
             for p in self._frozen:
                 p.requires_grad_(False)
+        if self.settings.recovery in ("scales", "scales_only"):
+            for module in self.modules.values():
+                self._add_scales(module)
         return model
 
     def check_layer(self, name: str, in_features: int) -> None:
@@ -287,20 +292,25 @@ class _WeightQuantizer(OneShotModifier):
         w = base_weight(module)
         w.copy_(q.to(w.dtype))
         self.scales[name], self.zeros[name] = scales, zeros
-        if self.settings.recovery in ("scales", "scales_only"):
-            self._learn_scales(name, module)
+        lin = getattr(module, "base_layer", module)
+        if isinstance(lin, GridLinear):  # the one-shot scales become the trainable ones' start
+            lin._hf_lite_scale.copy_(scales)
+            lin.weight_qscale.copy_(scales)
 
     @torch.no_grad()
-    def _learn_scales(self, name: str, module: nn.Module) -> None:
-        """Freeze the weight and give the Linear a learnable scale per group. Done right after
-        compression, so the scales exist before a Trainer builds its optimizer."""
+    def _add_scales(self, module: nn.Module) -> None:
+        """Freeze the weight and give the Linear a learnable scale per group, at initialize, so a Trainer's
+        optimizer (built before the one-shot step runs at train begin) holds them. Until compression both
+        scales are 1 and the layer computes exactly as before."""
         lin = getattr(module, "base_layer", module)
         if type(lin) is not nn.Linear:
             return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
-        scale = self.scales[name].to(lin.weight.device, torch.float32)
-        lin.register_buffer("_hf_lite_scale", scale, persistent=False)  # follows .to(device), not saved
-        lin.register_parameter("weight_qscale", nn.Parameter(scale.clone()))
-        lin._hf_lite_group = self.settings.group_size or lin.weight.shape[1]
+        group = self.settings.group_size or lin.weight.shape[1]
+        shape = (lin.weight.shape[0], -(-lin.weight.shape[1] // group))
+        ones = torch.ones(shape, device=lin.weight.device, dtype=torch.float32)
+        lin.register_buffer("_hf_lite_scale", ones, persistent=False)  # follows .to(device), not saved
+        lin.register_parameter("weight_qscale", nn.Parameter(ones.clone()))
+        lin._hf_lite_group = group
         lin._hf_lite_weight_trainable = lin.weight.requires_grad
         lin.weight.requires_grad_(False)
         lin.__class__ = GridLinear
@@ -314,7 +324,7 @@ class _WeightQuantizer(OneShotModifier):
             lin = getattr(module, "base_layer", module)
             if not isinstance(lin, GridLinear):
                 continue
-            lin.weight.data = lin.grid_weight().detach()
+            lin.weight.copy_(lin.grid_weight())
             self.scales[name] = lin.weight_qscale.detach().clone()
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
@@ -361,6 +371,11 @@ class _WeightQuantizer(OneShotModifier):
                 self.scales[k[len("scale.") :]] = v.float()
             elif k.startswith("zero."):
                 self.zeros[k[len("zero.") :]] = v.float()
+        with torch.no_grad():  # the checkpoint's model weights hold the trained scales; the reference is ours
+            for name, scale in self.scales.items():
+                lin = getattr(self.modules[name], "base_layer", self.modules[name])
+                if isinstance(lin, GridLinear):
+                    lin._hf_lite_scale.copy_(scale)
 
     def grid_metadata(self) -> dict[str, str]:
         s = self.settings
@@ -374,15 +389,12 @@ class _WeightQuantizer(OneShotModifier):
             "zero_point": s.zero_point,
         }
 
-    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
-        """Plain safetensors (weights exactly on the grid) plus the grid itself, for packing or checks."""
+    def extra_files(self, folder: str, export_settings: Any) -> None:
+        """The grid itself next to the plain safetensors (weights exactly on it), for packing or checks."""
         import os
 
         from safetensors.torch import save_file
 
-        from ..export import save_model
-
-        save_model(model, folder, tokenizer)
         tensors = {}
         for n in self.scales:  # named as in the saved model, also when peft wrapped it during training
             tensors[f"{plain_module_name(n)}.scales"] = self.scales[n].contiguous()

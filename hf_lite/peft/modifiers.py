@@ -42,8 +42,19 @@ class HeadOnlySettings(Settings):
             self.fail("unfreeze_last", "must be >= 0")
 
 
+class _TrainableCount(Modifier):
+    """Counts what is left trainable at initialize, for the logs and the report."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.trainable = self.total = 0
+
+    def stats(self) -> dict[str, float]:
+        return {"trainable_fraction": self.trainable / self.total} if self.total else {}
+
+
 @register_modifier("head_only")
-class HeadOnlyModifier(Modifier):
+class HeadOnlyModifier(_TrainableCount):
     settings_cls = HeadOnlySettings
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
@@ -67,9 +78,6 @@ class HeadOnlyModifier(Modifier):
             100 * self.trainable / self.total,
         )
         return model
-
-    def stats(self) -> dict[str, float]:
-        return {"trainable_fraction": self.trainable / self.total} if hasattr(self, "trainable") else {}
 
 
 @dataclasses.dataclass
@@ -101,11 +109,15 @@ class LoraSettings(Settings):
 
 
 @register_modifier("lora")
-class LoraModifier(Modifier):
+class LoraModifier(_TrainableCount):
     """Wraps the model with peft's LoRA; finalize merges (keeping sparsity) or leaves the adapter."""
 
     settings_cls = LoraSettings
     replaces_model = True
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.adapter_tmp: str | None = None  # the adapter alone, saved at finalize for extra_files
 
     def lora_config(self, model: nn.Module):
         from peft import LoraConfig, TaskType
@@ -114,12 +126,14 @@ class LoraModifier(Modifier):
         causal = type(model).__name__.endswith("ForCausalLM")
         targets = s.target_modules
         if targets is None:
+            # the block Linears' leaf names, only inside blocks: BERT's pooler.dense shares the leaf name
+            # of the blocks' dense layers, and a bare name list would wrap it too
             leaf = {
                 n.split(".")[-1]
                 for n, m in model.named_modules()
                 if isinstance(m, nn.Linear) and BLOCK_PATTERN.search(n)
             }
-            targets = sorted(leaf)
+            targets = rf"(?:.*\.)?(?:layer|layers|h|blocks|block)\.\d+\.(?:.*\.)?(?:{'|'.join(sorted(leaf))})"
         else:
             check_patterns_match(model, targets, "lora.target_modules")
             if any(t.startswith("re:") for t in targets):  # peft takes one full-match regex string
@@ -145,9 +159,6 @@ class LoraModifier(Modifier):
         self.trainable, self.total = count_trainable(model)
         return model
 
-    def stats(self) -> dict[str, float]:
-        return {"trainable_fraction": self.trainable / self.total} if hasattr(self, "trainable") else {}
-
     @torch.no_grad()
     def merge(self, model: nn.Module) -> nn.Module:
         """``merge_and_unload`` that keeps the base weights' exact zeros when ``preserve_sparsity``."""
@@ -165,7 +176,7 @@ class LoraModifier(Modifier):
             base.weight.mul_(keep.to(base.weight.dtype))
         return merged
 
-    def load_snippet(self, task: str, repo: str) -> str | None:
+    def card_snippet(self, task: str, repo: str) -> str | None:
         if self.settings.merge:
             return None
         cls = "AutoPeftModelForCausalLM" if task == "causal-lm" else "AutoPeftModelForSequenceClassification"
@@ -181,19 +192,19 @@ class LoraModifier(Modifier):
             raise RecipeError(
                 "lora.merge over a 4-bit base would dequantize it; set merge: false, or dequantize explicitly first"
             )
-        if hasattr(model, "peft_config"):  # keep the adapter alone too (written by write_extras)
+        if hasattr(model, "peft_config"):  # keep the adapter alone too (written by extra_files)
             import tempfile
 
             self.adapter_tmp = tempfile.mkdtemp(prefix="hf_lite_adapter_")
             model.save_pretrained(self.adapter_tmp)
         return self.merge(model)
 
-    def write_extras(self, folder: str, export_settings) -> None:
+    def extra_files(self, folder: str, export_settings) -> None:
         """``export.save_adapter``: the adapter alone in ``folder/adapter`` next to the merged model."""
         import os
         import shutil
 
-        tmp = getattr(self, "adapter_tmp", None)
+        tmp = self.adapter_tmp
         if tmp is None:
             return
         if export_settings.save_adapter:
@@ -240,13 +251,13 @@ class QLoraModifier(LoraModifier):
             import bitsandbytes as bnb
         except ImportError as e:
             raise RecipeError("qlora needs bitsandbytes: pip install 'hf-lite[bnb]'") from e
+        from peft.tuners.tuners_utils import check_target_module_exists
+
         s = self.settings
         config = self.lora_config(model)
-        targets = config.target_modules
         for name, module in list(model.named_modules()):
-            if not (isinstance(module, nn.Linear) and BLOCK_PATTERN.search(name)):
-                continue
-            if isinstance(targets, (set, list)) and name.split(".")[-1] not in targets:
+            # exactly the Linears LoRA will wrap (peft's own matching), so no frozen 4-bit layer lacks an adapter
+            if not isinstance(module, nn.Linear) or not check_target_module_exists(config, name):
                 continue
             q = bnb.nn.Linear4bit(
                 module.in_features,

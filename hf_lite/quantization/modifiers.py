@@ -152,6 +152,7 @@ class QATModifier(Modifier):
         super().__init__(settings)
         self.modules: dict[str, nn.Linear] = {}
         self.freeze_step: int | None = None
+        self.converted = False
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
@@ -187,24 +188,26 @@ class QATModifier(Modifier):
             st.enabled = True
             if st.scale is None and self.settings.grid == "int":
                 st.observe(m.weight)
-            m.weight.data = st.weight(m.weight).detach().clone()
+            m.weight.copy_(st.weight(m.weight))
             m.__class__ = nn.Linear
             if "weight_qscale" in m._parameters:
                 del m._parameters["weight_qscale"]
             del m._hf_lite_qat
+        self.converted = True
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self.convert()
         return model
 
     def stats(self) -> dict[str, float]:
-        on = any(getattr(m, "_hf_lite_qat", None) and m._hf_lite_qat.enabled for m in self.modules.values())
+        """The bits the weights are at: 32 during a float warm-up, ``bits`` once fake-quant is on and after convert."""
+        on = self.converted or any(isinstance(m, FakeQuantLinear) and m._hf_lite_qat.enabled for m in self.modules.values())
         return {"bits": float(self.settings.bits) if on else 32.0}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         for name, m in self.modules.items():
-            st = getattr(m, "_hf_lite_qat", None)
+            st = m._hf_lite_qat if isinstance(m, FakeQuantLinear) else None
             if st is not None and st.scale is not None:
                 state[f"scale.{name}"] = st.scale.detach()
                 state[f"zero.{name}"] = st.zero.detach()
@@ -263,6 +266,10 @@ class PTQModifier(Modifier):
 
     settings_cls = PTQSettings
 
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.float_model: nn.Module | None = None  # dynamic int8: the float model the int8 one came from
+
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
         self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
@@ -274,7 +281,7 @@ class PTQModifier(Modifier):
         s = self.settings
         if s.method == "rtn":
             for m in self.modules.values():
-                m.weight.data = quantize_dequantize(m.weight, s.bits, s.group_size, s.symmetric)
+                m.weight.copy_(quantize_dequantize(m.weight, s.bits, s.group_size, s.symmetric))
             return model
         self.float_model = model
         return dynamic_int8(model, self.dynamic_names())
@@ -284,13 +291,16 @@ class PTQModifier(Modifier):
         s = self.settings
         return list(self.modules) if (s.targets or s.ignore) else None
 
-    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
+    def export(self, model: nn.Module, folder: str, tokenizer=None) -> bool:
+        if self.float_model is None:
+            return False
         from ..export import save_model
 
         # dynamic int8 is a load-time transform: save the float weights, quantize after loading
-        save_model(getattr(self, "float_model", model), folder, tokenizer)
+        save_model(self.float_model, folder, tokenizer)
+        return True
 
-    def load_snippet(self, task: str, repo: str) -> str | None:
+    def card_snippet(self, task: str, repo: str) -> str | None:
         if self.settings.method != "dynamic_int8":
             return None
         from ..card import LOAD_SNIPPETS
@@ -372,14 +382,14 @@ class BnbModifier(Modifier):
             llm_int8_skip_modules=skip,
         )
 
-    def load_snippet(self, task: str, repo: str) -> str:
+    def card_snippet(self, task: str, repo: str) -> str:
         from ..card import LOAD_SNIPPETS
 
         return "# needs bitsandbytes; the saved quantization_config is applied on load\n" + LOAD_SNIPPETS[task].format(
             repo=repo
         )
 
-    def export(self, model: nn.Module, folder: str, tokenizer=None) -> None:
+    def export(self, model: nn.Module, folder: str, tokenizer=None) -> bool:
         import tempfile
 
         from ..export import save_model
@@ -388,6 +398,7 @@ class BnbModifier(Modifier):
             save_model(model, tmp)
             quantized = type(model).from_pretrained(tmp, quantization_config=self.quantization_config())
             save_model(quantized, folder, tokenizer)
+        return True
 
 
 __all__ = ["BnbModifier", "FakeQuantLinear", "PTQModifier", "QATModifier", "dynamic_int8"]

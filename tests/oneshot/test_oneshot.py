@@ -265,7 +265,7 @@ def test_gptq_export_reloads_without_hf_lite_and_the_grid_checks(tmp_path):
         progress=False,
     )
     folder = str(tmp_path / "gptq")
-    session.modifiers[0].export(model, folder)
+    session.export(model, folder)
     reload_fresh(model, folder)
     from safetensors import safe_open
     from safetensors.torch import load_file
