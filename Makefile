@@ -25,8 +25,8 @@ test: install
 	$(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
 
 lint: install
-	.venv/bin/ruff check hf_lite tests bench
-	.venv/bin/ruff format --check hf_lite tests bench
+	.venv/bin/ruff check hf_lite tests bench examples
+	.venv/bin/ruff format --check hf_lite tests bench examples
 
 # `make bench` = the core sections, about an hour; `make bench SECTION=studies` or SECTION="name ..." for others
 bench: install peers-venv

@@ -35,6 +35,8 @@ class CompressionCallback(TrainerCallback):
         modifiers: modifier objects instead of a recipe.
         session: an existing session (from ``hf_lite.prepare_model``); excludes ``recipe``/``modifiers``.
         calibration_dataset: token ids for the one-shot modifiers (see above).
+        export_checkpoints: also write ``checkpoint-N/export/``, the finalized model at that step
+            (default: the recipe's ``export.checkpoints``).
         owned: set by the Lite trainers, which add the loss terms this callback cannot.
     """
 
@@ -45,14 +47,20 @@ class CompressionCallback(TrainerCallback):
         modifiers: list[Modifier] | None = None,
         session: CompressionSession | None = None,
         calibration_dataset: Any = None,
+        export_checkpoints: bool | None = None,
         owned: bool = False,
     ):
         parsed = None if recipe is None else recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
         if session is None:
-            session = CompressionSession(modifiers if modifiers is not None else parsed.build_modifiers() if parsed else [])
+            session = CompressionSession(
+                modifiers if modifiers is not None else parsed.build_modifiers() if parsed else []
+            )
         self.session = session
         self.recipe = parsed
         self.calibration_dataset = calibration_dataset
+        if export_checkpoints is None:
+            export_checkpoints = parsed is not None and parsed.export.checkpoints
+        self.export_checkpoints = export_checkpoints
         self.owned = owned
         self.final_model = None
         self.trainer = None  # a Lite trainer sets this so finalize can hand back a new model object
@@ -95,10 +103,11 @@ class CompressionCallback(TrainerCallback):
         if not self.session.initialized:  # callback added after Trainer.__init__
             self.on_init_end(args, state, control, model=model)
         self._check_plain_trainer()
-        self.session.on_train_begin(model, state.max_steps, state.global_step)
-        if state.global_step > 0:
+        if state.global_step > 0:  # resume: the checkpoint holds the one-shot result and every modifier's state
+            self.session.on_train_begin(model, state.max_steps, state.global_step)
             self._restore(args, state)
-        if self.session.pending_one_shot:
+            return
+        if self.session.pending_one_shot:  # first, so e.g. constant_pruning sees the pruned weights
             loader = kw.get("train_dataloader")
             self.calibrate(
                 model,
@@ -106,6 +115,7 @@ class CompressionCallback(TrainerCallback):
                 None if loader is None else loader.dataset,
                 None if loader is None else loader.collate_fn,
             )
+        self.session.on_train_begin(model, state.max_steps, state.global_step)
 
     # -- calibration -------------------------------------------------------------------------------
     def _settings(self) -> CalibrationSettings:
@@ -183,9 +193,13 @@ class CompressionCallback(TrainerCallback):
                     target.setdefault(k, v)
 
     # -- checkpoints and the end -----------------------------------------------------------------
-    def on_save(self, args, state, control, **kw):
+    def on_save(self, args, state, control, model=None, **kw):
         if state.is_world_process_zero:
-            self.session.save(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            self.session.save(folder)
+            if self.export_checkpoints:  # a deployable model next to the training state
+                export = self.recipe.export if self.recipe is not None else None
+                self.session.export_copy(model, os.path.join(folder, "export"), kw.get("processing_class"), export)
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.finalize(model)

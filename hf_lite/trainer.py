@@ -91,6 +91,9 @@ class LiteTrainerMixin:
             train begin: a (samples, seq_len) tensor of token ids, a dataset or a list of dicts with
             ``input_ids``. Default: the recipe's ``calibration.source`` when set, else the first
             ``calibration.samples`` (32) rows of ``train_dataset``, padded by the data collator.
+        export_checkpoints: also write ``checkpoint-N/export/`` with the model as it would be exported at
+            that step, so a checkpoint (and ``load_best_model_at_end``'s pick) deploys; default: the
+            recipe's ``export.checkpoints``.
         pipeline: set by :func:`hf_lite.run_recipe`, which has already built the model from the recipe's
             ``model`` section and honours ``data``/``training``/``export`` itself.
         All other arguments are the base trainer's.
@@ -104,6 +107,7 @@ class LiteTrainerMixin:
         recipe: str | os.PathLike | dict | list | Recipe | None = None,
         teacher_model: nn.Module | None = None,
         calibration_dataset: Any = None,
+        export_checkpoints: bool | None = None,
         pipeline: bool = False,
         **kwargs: Any,
     ):
@@ -124,7 +128,11 @@ class LiteTrainerMixin:
         if "compute_loss_func" not in kwargs and model is not None and _is_sequence_classifier(model):
             kwargs["compute_loss_func"] = sequence_classification_loss
         self.compression = CompressionCallback(
-            session=self.session, recipe=parsed, calibration_dataset=calibration_dataset, owned=True
+            session=self.session,
+            recipe=parsed,
+            calibration_dataset=calibration_dataset,
+            export_checkpoints=export_checkpoints,
+            owned=True,
         )
         kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + [self.compression]
         super().__init__(model=model, args=args, **kwargs)
@@ -159,6 +167,16 @@ class LiteTrainerMixin:
         return self.compression.calibrate(
             self.model, self.processing_class, self.train_dataset, self.data_collator, calibration_data
         )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """After training, what ``hf-lite run`` exports (the modifiers' format, grid files, the adapter
+        next to a merged model); before it, and for checkpoints, the base trainer's save."""
+        if _internal_call or not self.session.finalized:
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.args.should_save:
+            export = self.recipe.export if self.recipe is not None else None
+            self.session.export(self.model, output_dir, self.processing_class, export)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.session.has_loss or not model.training:

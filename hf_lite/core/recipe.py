@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 from typing import Any, Literal
 
@@ -16,6 +17,8 @@ import yaml
 
 from .modifier import Modifier, build_modifier
 from .settings import RecipeError, Settings
+
+logger = logging.getLogger(__name__)
 
 TOP_LEVEL_KEYS = ("version", "model", "teacher", "data", "training", "modifiers", "calibration", "export")
 
@@ -146,6 +149,10 @@ class ExportSettings(Settings):
     private: bool = False
     #: also write the LoRA adapter alone (``adapter/``) next to the merged model
     save_adapter: bool = True
+    #: each ``checkpoint-N/`` also gets ``export/``: the model as it would be exported at that step
+    #: (finalized on a copy: QAT snapped, LoRA merged, structured pruning sliced). Costs one model copy
+    #: and one save per checkpoint
+    checkpoints: bool = False
 
 
 @dataclasses.dataclass
@@ -285,7 +292,12 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
         export=section("export", ExportSettings),
     )
-    recipe.build_modifiers()  # validates every modifier's settings now
+    modifiers = recipe.build_modifiers()  # validates every modifier's settings now
+    if recipe.calibration is not None and not any(m.one_shot for m in modifiers):
+        logger.warning(
+            "hf_lite: the recipe's calibration: section is not used: no one-shot modifier (wanda, sparsegpt, gptq, "
+            "rtn, magnitude) reads calibration data"
+        )
     if not isinstance(source, (dict, list)) and os.path.isfile(str(source)):
         _resolve_paths(recipe, os.path.dirname(os.path.abspath(str(source))))
     return recipe

@@ -137,6 +137,17 @@ class CompressionSession:
         for m in self.modifiers:
             m.extra_files(folder, export_settings)
 
+    def export_copy(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
+        """Export what finalize would make of ``model`` now, leaving the training model and this session
+        untouched: the model and the modifiers are deep-copied together, so the copies share their modules."""
+        import copy
+
+        model_copy, modifiers = copy.deepcopy((model, self.modifiers))
+        twin = CompressionSession(modifiers)
+        twin.initialized = True
+        twin.ctx = Context(step=self.ctx.step, max_steps=self.ctx.max_steps, teacher=self.ctx.teacher)
+        twin.export(twin.finalize(model_copy), folder, tokenizer, export_settings)
+
     def card_snippet(self, task: str, repo: str) -> str | None:
         return next((s for m in reversed(self.modifiers) if (s := m.card_snippet(task, repo))), None)
 

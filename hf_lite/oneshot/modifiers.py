@@ -21,7 +21,7 @@ from torch import nn
 
 from ..core.modifier import CompressionStep, Context, register_modifier
 from ..core.settings import RecipeError, Settings
-from ..core.targets import plain_module_name
+from ..core.targets import decoder_blocks, plain_module_name
 from ..pruning.base import MaskedModifier, base_weight
 from ..pruning.masks import parse_pattern
 from ..pruning.modifiers import _check_pattern
@@ -150,6 +150,14 @@ class OneShotModifier(MaskedModifier):
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         model = super().initialize(model, ctx)  # target resolution shared with the pruning modifiers
+        blocks_name, _ = decoder_blocks(model)
+        outside = [n for n in self.modules if not n.startswith(blocks_name + ".")]
+        if outside:  # compression runs block by block over one list of blocks: these would stay dense
+            raise RecipeError(
+                f"{self.type_name}: one-shot compression walks the blocks of {blocks_name}; {outside[:3]} lie outside "
+                "them (an encoder-decoder, or a head in targets). Add them to ignore, or use a training-time "
+                "modifier (magnitude_pruning, qat) for them"
+            )
         for name, module in self.modules.items():
             w = base_weight(module)
             if w.dtype not in (torch.float32, torch.bfloat16, torch.float16):

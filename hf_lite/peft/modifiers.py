@@ -122,8 +122,10 @@ class LoraModifier(_TrainableCount):
     def lora_config(self, model: nn.Module):
         from peft import LoraConfig, TaskType
 
+        from ..models import task_of
+
         s = self.settings
-        causal = type(model).__name__.endswith("ForCausalLM")
+        task = task_of(model)
         targets = s.target_modules
         if targets is None:
             # the block Linears' leaf names, only inside blocks: BERT's pooler.dense shares the leaf name
@@ -140,14 +142,15 @@ class LoraModifier(_TrainableCount):
                 targets = "|".join(
                     f"(?:.*{t[3:]})" if t.startswith("re:") else f"(?:.*\\.{re.escape(t)})" for t in targets
                 )
-        to_save = s.modules_to_save if s.modules_to_save is not None else ([] if causal else _head_names(model))
+        heads = _head_names(model) if task == "sequence-classification" else []
+        to_save = s.modules_to_save if s.modules_to_save is not None else heads
         return LoraConfig(
             r=s.r,
             lora_alpha=s.alpha,
             lora_dropout=s.dropout,
             target_modules=targets,
             modules_to_save=to_save or None,
-            task_type=TaskType.CAUSAL_LM if causal else TaskType.SEQ_CLS,
+            task_type={"causal-lm": TaskType.CAUSAL_LM, "seq2seq": TaskType.SEQ_2_SEQ_LM}.get(task, TaskType.SEQ_CLS),
         )
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
@@ -179,7 +182,9 @@ class LoraModifier(_TrainableCount):
     def card_snippet(self, task: str, repo: str) -> str | None:
         if self.settings.merge:
             return None
-        cls = "AutoPeftModelForCausalLM" if task == "causal-lm" else "AutoPeftModelForSequenceClassification"
+        cls = {"causal-lm": "AutoPeftModelForCausalLM", "seq2seq": "AutoPeftModelForSeq2SeqLM"}.get(
+            task, "AutoPeftModelForSequenceClassification"
+        )
         return (
             "# the folder holds the LoRA adapter; peft loads the base model named in adapter_config.json\n"
             f'from peft import {cls}\nmodel = {cls}.from_pretrained("{repo}")'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Literal
 
 import torch
@@ -13,6 +14,8 @@ from ..core.settings import Settings, StepOrFraction, check_step_or_fraction
 from .base import MaskedModifier, base_weight
 from .masks import global_masks, nm_mask, parse_pattern, topk_mask
 from .schedules import is_update_step, sparsity_at
+
+logger = logging.getLogger(__name__)
 
 
 def check_schedule(s: Settings) -> None:
@@ -181,3 +184,8 @@ class ConstantPruningModifier(MaskedModifier):
     @torch.no_grad()
     def capture(self) -> None:
         self.set_masks({n: (base_weight(m) != 0).float() for n, m in self.modules.items()})
+        if not any(bool((mask == 0).any()) for mask in self.masks.values()):
+            logger.warning(
+                "constant_pruning: the target weights hold no zeros, so it keeps nothing; load a pruned model "
+                "or put a pruning modifier (wanda, magnitude, ...) before it"
+            )

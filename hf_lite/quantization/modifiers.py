@@ -201,7 +201,9 @@ class QATModifier(Modifier):
 
     def stats(self) -> dict[str, float]:
         """The bits the weights are at: 32 during a float warm-up, ``bits`` once fake-quant is on and after convert."""
-        on = self.converted or any(isinstance(m, FakeQuantLinear) and m._hf_lite_qat.enabled for m in self.modules.values())
+        on = self.converted or any(
+            isinstance(m, FakeQuantLinear) and m._hf_lite_qat.enabled for m in self.modules.values()
+        )
         return {"bits": float(self.settings.bits) if on else 32.0}
 
     def state_dict(self) -> dict:
