@@ -13,6 +13,7 @@ from torch import nn
 
 from .core.recipe import Recipe, load_recipe
 from .core.session import CompressionSession
+from .core.settings import RecipeError
 
 logger = logging.getLogger(__name__)
 #: causal-LM reports end with a greedy continuation of this prompt (a quick look at what compression did)
@@ -51,7 +52,10 @@ def _training_args(recipe: Recipe, output_dir: str):
 
     kwargs: dict[str, Any] = {
         "report_to": "none",
-        "save_strategy": "no",
+        # checkpoints at every quarter of the run, the last two kept: a killed run resumes (--resume)
+        "save_strategy": "steps",
+        "save_steps": 0.25,
+        "save_total_limit": 2,
         "logging_steps": 20,
         "disable_tqdm": True,
         "seed": 0,
@@ -60,42 +64,122 @@ def _training_args(recipe: Recipe, output_dir: str):
         "per_device_eval_batch_size": 64,
     }
     kwargs.update(recipe.training)
-    return TrainingArguments(output_dir=os.path.join(output_dir, "checkpoints"), **kwargs)
+    return TrainingArguments(output_dir=output_dir, **kwargs)
 
 
-def _build_model(recipe: Recipe):
-    from .models import load_model, load_tokenizer
+def _check_model_source(name: str, key: str) -> None:
+    from .data import looks_local
+    from .models import ALIASES, _package_folder
+
+    if name in ALIASES:
+        try:
+            _package_folder(*ALIASES[name])
+        except FileNotFoundError as e:
+            raise RecipeError(f"{key}: {e}") from None
+        return
+    path = os.path.expanduser(name)
+    if os.path.isdir(path):
+        if not any(os.path.isfile(os.path.join(path, f)) for f in ("config.json", "adapter_config.json")):
+            raise RecipeError(f"{key}: {name!r} is a folder without config.json; give a saved model folder")
+        return
+    if looks_local(name) or os.path.exists(path) or name.count("/") > 1:
+        raise RecipeError(f"{key}: {name!r} does not exist (looked in {os.path.abspath(path)!r})")
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        raise RecipeError(
+            f"{key}: {name!r} is not a local folder or offline alias, and the Hub is off (HF_HUB_OFFLINE=1); "
+            f"run the recipe that writes it first, or fix the path (looked in {os.path.abspath(path)!r})"
+        )
+
+
+def _check_data_source(source: str | None, key: str, fallback: str | None) -> None:
+    from .data import looks_local
+
+    if source is None or not looks_local(source):
+        return
+    path = os.path.expanduser(source)
+    if os.path.isdir(path):
+        raise RecipeError(f"{key}: {source!r} is a folder; give a csv/tsv/json/jsonl/txt file")
+    if not os.path.exists(path) and not fallback:
+        raise RecipeError(
+            f"{key}: {source!r} does not exist (looked in {os.path.abspath(path)!r}); fix the path or set "
+            "data.fallback to a Hub dataset id"
+        )
+
+
+def preflight(recipe: Recipe, output_dir: str | None = None) -> None:
+    """Everything ``hf-lite run`` can check before loading anything: the model and teacher resolve, data
+    files exist, a distillation modifier has a teacher, the training arguments build, something trains.
+    ``hf-lite validate`` runs the same checks."""
+    if "model" not in recipe.raw:
+        raise RecipeError("model: missing; a recipe for hf-lite run names its model: model: {name_or_path: ...}")
+    _check_model_source(recipe.model.name_or_path, "model.name_or_path")
+    if recipe.teacher is not None:
+        _check_model_source(recipe.teacher.name_or_path, "teacher.name_or_path")
+    d = recipe.data
+    _check_data_source(d.train, "data.train", d.fallback)
+    _check_data_source(d.eval, "data.eval", d.fallback)
+    if recipe.calibration is not None:
+        _check_data_source(recipe.calibration.source, "calibration.source", None)
+    modifiers = recipe.build_modifiers()
+    needs = [m.type_name for m in modifiers if m.needs_teacher]
+    if needs and recipe.teacher is None:
+        raise RecipeError(f"teacher: {needs} need a teacher; add teacher: {{name_or_path: ...}}")
+    if d.train is None and _trains(recipe):
+        raise RecipeError(
+            "data.train: not set, so nothing would train; set data.train, or training.max_steps: 0 for a "
+            "run without training (one-shot methods)"
+        )
+    if any(m.requires_calibration for m in modifiers) and not (recipe.calibration and recipe.calibration.source):
+        if d.train is None:
+            raise RecipeError("calibration.source: one-shot methods need calibration text; set it or data.train")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            _training_args(recipe, output_dir or tmp)
+        except (ValueError, TypeError) as e:
+            raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
+
+
+def _trains(recipe: Recipe) -> bool:
+    steps = recipe.training.get("max_steps", -1)
+    epochs = recipe.training.get("num_train_epochs", 3.0)
+    return steps > 0 or (steps == -1 and epochs > 0)
+
+
+def _build_model(recipe: Recipe, labels=None):
+    """The model of the recipe; a classifier gets the classes found in the data (``labels``)."""
+    from .models import load_model
 
     m = recipe.model
-    tokenizer = load_tokenizer(m.name_or_path)
-    num_labels = m.num_labels if m.task == "sequence-classification" else None
-    model = load_model(m.name_or_path, m.task, num_labels=num_labels, dtype=m.dtype)
+    overrides = labels.config() if labels is not None and m.task == "sequence-classification" else {}
+    model = load_model(m.name_or_path, m.task, dtype=m.dtype, **overrides)
     if m.init_from_teacher:
         from .distillation.student import student_from_teacher
 
         model = student_from_teacher(model, m.init_from_teacher["layers"])
-    if getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
-
-
-def _datasets(recipe: Recipe, tokenizer):
-    from .data import causal_lm_datasets, classification_datasets
-
-    if recipe.model.task == "causal-lm":
-        return causal_lm_datasets(recipe.data, tokenizer)
-    return classification_datasets(recipe.data, tokenizer)
+    return model
 
 
 class _Run:
     """One ``hf-lite run``: the recipe, the trainer over the session, and what it measured. Each step is
-    a method of a few lines over the same trainer/session API a user's script has."""
+    a method of a few lines over the same trainer/session API a user's script has.
+
+    Everything is written under a hidden work folder next to the output folder (``.NAME.hf_lite-run``:
+    the recipe, ``checkpoints/``, the export being written); the finished export replaces the output
+    folder in one rename at the end, and the work folder is removed."""
 
     def __init__(self, recipe: Recipe, out: str):
+        from .export import sibling
+
         self.recipe, self.out = recipe, out
+        self.work = sibling(out, "hf_lite-run")
+        self.checkpoints = os.path.join(self.work, "checkpoints")
+        self.stage = os.path.join(self.work, os.path.basename(os.path.abspath(out)))
         self.causal = recipe.model.task == "causal-lm"
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict[str, float]] = {}
+        self.resume_from: str | None = None
 
     def timed(self, key: str, fn, *args):
         t = time.perf_counter()
@@ -107,14 +191,26 @@ class _Run:
     def load(self) -> None:
         from transformers import DataCollatorWithPadding, default_data_collator
 
+        from .data import causal_lm_datasets, read_classification, tokenize_classification
         from .metrics import classification_metrics
+        from .models import load_tokenizer
         from .trainer import LiteTrainer
 
-        model, self.tokenizer = _build_model(self.recipe)
-        self.train_ds, self.eval_ds = _datasets(self.recipe, self.tokenizer)
+        self.tokenizer = load_tokenizer(self.recipe.model.name_or_path)
+        d, labels = self.recipe.data, None
+        if self.causal:
+            self.train_ds, self.eval_ds = causal_lm_datasets(d, self.tokenizer)
+        else:  # labels are read and checked before the model loads: its head is sized from them
+            train, eval_, labels = read_classification(d, self.recipe.model)
+            self.train_ds = tokenize_classification(train, d, self.tokenizer, labels, "train")
+            self.eval_ds = tokenize_classification(eval_, d, self.tokenizer, labels, "eval")
+        self.labels = labels
+        model = _build_model(self.recipe, labels)
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
         self.trainer = LiteTrainer(
             model=model,
-            args=_training_args(self.recipe, self.out),
+            args=_training_args(self.recipe, self.checkpoints),
             recipe=self.recipe,
             pipeline=True,
             train_dataset=self.train_ds,
@@ -140,7 +236,7 @@ class _Run:
         from .oneshot.apply import recipe_calibration
 
         session = self.trainer.session
-        if not session.pending_one_shot:
+        if not session.pending_one_shot or self.resume_from:  # a checkpoint holds the one-shot result
             return
         data = recipe_calibration(self.recipe, self.tokenizer) if session.requires_calibration else None
         self.timed("oneshot_s", self.trainer.calibrate, data)
@@ -152,22 +248,20 @@ class _Run:
         model = self.trainer.model
         self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         self.total = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("weight_qscale"))
-        steps = self.recipe.training.get("max_steps", -1)
-        epochs = self.recipe.training.get("num_train_epochs", 3.0)
-        if self.train_ds is not None and (steps > 0 or (steps in (-1, None) and epochs > 0)):
-            result = self.timed("train_s", self.trainer.train)
+        if self.train_ds is not None and _trains(self.recipe):
+            result = self.timed("train_s", self.trainer.train, self.resume_from)
             self.metrics["train"] = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
         else:
             self.trainer.compression.finalize(self.trainer.model)
         self.final = self.trainer.final_model
 
     def export(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.stage, ignore_errors=True)  # a half-written export of a killed run
         session = self.trainer.session
-        self.timed("export_s", session.export, self.final, self.out, self.tokenizer, self.recipe.export)
-        self.recipe.save(self.out)
-        ckpt = os.path.join(self.out, "checkpoints")
-        if os.path.isdir(ckpt) and not os.listdir(ckpt):
-            os.rmdir(ckpt)
+        self.timed("export_s", session.export, self.final, self.stage, self.tokenizer, self.recipe.export)
+        self.recipe.save(self.stage, portable=True)
 
     def report(self) -> dict[str, Any]:
         from .export import write_json
@@ -179,31 +273,100 @@ class _Run:
             "task": self.recipe.model.task,
             "modifiers": [m.describe() for m in session.modifiers],
             "metrics": self.metrics,
-            "compression": model_report(self.final, self.out),
+            "compression": model_report(self.final, self.stage),
             "trainable_parameters": self.trainable,
             "trainable_fraction": self.trainable / max(self.total, 1),
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
+            "resumed_from": os.path.basename(self.resume_from) if self.resume_from else None,
             "load_snippet": session.card_snippet(self.recipe.model.task, self.out),
             "versions": versions(),
             "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
         }
+        if self.labels is not None and self.labels.names is not None:
+            report["labels"] = self.labels.names
         if self.causal:
             from .oneshot.evaluate import generation_sample
 
             greedy = generation_sample(self.final, self.tokenizer, SAMPLE_PROMPT)
             report["generation_sample"] = {"prompt": SAMPLE_PROMPT, "greedy": greedy}
-        write_json(os.path.join(self.out, "report.json"), report)
+        write_json(os.path.join(self.stage, "report.json"), report)
         return report
 
     def publish(self, report: dict[str, Any]) -> None:
-        from .card import write_model_card
+        """The model card, then the finished folder into place; the work folder goes; push if asked."""
+        import shutil
 
-        write_model_card(self.out, self.recipe, report)
+        from .card import write_model_card
+        from .export import replace_folder
+
+        write_model_card(self.stage, self.recipe, report, repo_id=self.out)
+        replace_folder(self.stage, self.out)
+        shutil.rmtree(self.work, ignore_errors=True)
         e = self.recipe.export
         if e.push_to_hub:
             from .hub import push_folder
 
             push_folder(self.out, e.hub_repo_id or os.path.basename(os.path.abspath(self.out)), e.private)
+
+
+def _begin(run: _Run, overwrite: bool, resume: bool) -> None:
+    """Check the output folder and set up the work folder; with ``resume``, find the last complete
+    checkpoint of the same recipe. Raises before anything is loaded."""
+    import shutil
+
+    from .export import check_output_dir
+
+    check_output_dir(run.out, overwrite)
+    saved = os.path.join(run.work, "recipe.yaml")
+    if resume:
+        if not os.path.isfile(saved):
+            raise RecipeError(f"--resume: no interrupted run of {run.out!r} to resume ({run.work} does not exist)")
+        differ = recipe_differences(load_recipe(saved).raw, run.recipe.raw)
+        if differ:
+            raise RecipeError(
+                f"--resume: the recipe differs from the interrupted run's at {differ}; run it under another "
+                "output folder, or start over with --overwrite"
+            )
+        run.resume_from = last_checkpoint(run.checkpoints)
+        if run.resume_from is None:
+            logger.warning("hf_lite: --resume: no complete checkpoint in %s yet; starting from step 0", run.checkpoints)
+        return
+    if os.path.isdir(run.work):
+        if not overwrite:
+            raise RecipeError(
+                f"an interrupted run of {run.out!r} is in {run.work}: continue it with --resume, or start over "
+                "with --overwrite"
+            )
+        shutil.rmtree(run.work)
+    os.makedirs(run.work)
+    run.recipe.save(run.work)
+
+
+def last_checkpoint(folder: str) -> str | None:
+    """The newest ``checkpoint-N`` whose writing finished (hf_lite's state is written last, on save)."""
+    from .core.session import STATE_FILE
+
+    if not os.path.isdir(folder):
+        return None
+    done = [
+        d
+        for d in os.listdir(folder)
+        if d.startswith("checkpoint-")
+        and d.split("-")[-1].isdigit()
+        and os.path.isfile(os.path.join(folder, d, "trainer_state.json"))
+        and os.path.isfile(os.path.join(folder, d, STATE_FILE))
+    ]
+    return os.path.join(folder, max(done, key=lambda d: int(d.split("-")[-1]))) if done else None
+
+
+def recipe_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two raw recipes differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b), key=str)
+        return [d for k in keys for d in recipe_differences(a.get(k), b.get(k), f"{prefix}{k}.")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in recipe_differences(x, y, f"{prefix}{i}.")]
+    return [] if a == b else [prefix.rstrip(".") or "(recipe)"]
 
 
 def run_recipe(
@@ -212,19 +375,21 @@ def run_recipe(
     overrides: list[str] | None = None,
     overwrite: bool | None = None,
     return_model: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any] | tuple[dict[str, Any], nn.Module]:
     """Run a whole job: load, evaluate, calibrate (one-shot), train, finalize, evaluate, export, report.
 
-    Returns the report (also written as ``report.json``), or ``(report, model)`` with
+    The output folder appears (or replaces the old one, with ``overwrite``) only when complete. A failed
+    or killed run keeps its checkpoints in a hidden work folder next to it; ``resume=True`` continues from
+    the last one. Returns the report (also written as ``report.json``), or ``(report, model)`` with
     ``return_model=True``: the compressed model as exported, still in memory.
     """
     from transformers import set_seed
 
-    from .export import prepare_output_dir
-
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
     run = _Run(recipe, output_dir or recipe.export.output_dir)
-    prepare_output_dir(run.out, recipe.export.overwrite if overwrite is None else overwrite)
+    preflight(recipe, run.checkpoints)
+    _begin(run, recipe.export.overwrite if overwrite is None else overwrite, resume)
     set_seed(int(recipe.training.get("seed", 0)))
     run.timed("load_s", run.load)
     run.evaluate("before")

@@ -16,7 +16,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
     from .core.recipe import load_recipe
 
     recipe = load_recipe(a.recipe, a.set)
-    report = run_recipe(recipe, output_dir=a.output_dir, overwrite=a.overwrite or None)
+    report = run_recipe(recipe, output_dir=a.output_dir, overwrite=a.overwrite or None, resume=a.resume)
     out = a.output_dir or recipe.export.output_dir
     after = report["metrics"].get("after", {})
     before = report["metrics"].get("before", {})
@@ -35,9 +35,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
 
 def _cmd_validate(a: argparse.Namespace) -> int:
+    from .api import preflight
     from .core.recipe import load_recipe
 
     recipe = load_recipe(a.recipe, a.set)
+    preflight(recipe)
     print(
         f"ok: {a.recipe}: model {recipe.model.name_or_path} ({recipe.model.task}), "
         f"{len(recipe.modifier_specs)} modifier(s): {[m.describe() for m in recipe.build_modifiers()]}"
@@ -83,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="override a recipe value, e.g. training.max_steps=50",
     )
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace a non-empty output folder (once the new one is complete)"
+    )
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last checkpoint")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("validate", help="check a recipe without running it")
@@ -117,6 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, FileNotFoundError) as e:
         print(f"hf-lite: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("hf-lite: interrupted; `hf-lite run RECIPE --resume` continues from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception:
+        print(
+            "hf-lite: internal error: this is a bug in hf_lite, not in your recipe; please report it on the "
+            "hf_lite issue tracker with the traceback below and the output of `pip show hf-lite`",
+            file=sys.stderr,
+        )
+        raise
 
 
 if __name__ == "__main__":

@@ -111,15 +111,17 @@ def load_model(
     num_labels: int | None = None,
     dtype: str = "float32",
     key: str = "model.name_or_path",
+    **config: object,
 ) -> nn.Module:
-    """A model with the head for ``task`` (``sequence-classification``, ``causal-lm`` or ``seq2seq``).
-    A path or Hub id that cannot be loaded is a :class:`RecipeError` naming ``key`` and what was tried."""
+    """A model with the head for ``task`` (``sequence-classification``, ``causal-lm`` or ``seq2seq``);
+    ``config`` overrides config values (``id2label``, ``problem_type``). A path or Hub id that cannot be
+    loaded is a :class:`RecipeError` naming ``key`` and what was tried."""
     import transformers
 
     if task not in TASK_CLASSES:
         raise ValueError(f"task {task!r}: use one of {sorted(TASK_CLASSES)}")
     path = resolve_model_path(name_or_path)
-    kwargs: dict = {"dtype": DTYPES[dtype]}
+    kwargs: dict = {"dtype": DTYPES[dtype], **config}
     if task == "sequence-classification" and num_labels is not None:
         kwargs["num_labels"] = num_labels
     try:

@@ -66,9 +66,15 @@ def model_report(model: nn.Module, folder: str | None = None) -> dict[str, Any]:
 
 
 def folder_size(folder: str, suffixes: tuple[str, ...] = (".safetensors",)) -> int:
+    """Bytes of the model's weight files: the folder's own; its subfolders (an adapter next to a merged
+    model, checkpoints) only when the folder holds no weights itself (an adapter-only export)."""
+    top = [f for f in os.listdir(folder) if f.endswith(suffixes) and os.path.isfile(os.path.join(folder, f))]
+    if top:
+        return sum(os.path.getsize(os.path.join(folder, f)) for f in top)
     return sum(
         os.path.getsize(os.path.join(root, f))
-        for root, _, files in os.walk(folder)
+        for root, dirs, files in os.walk(folder)
+        if "checkpoints" not in os.path.relpath(root, folder).split(os.sep)
         for f in files
         if f.endswith(suffixes)
     )

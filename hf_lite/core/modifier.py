@@ -192,6 +192,8 @@ def build_modifier(spec: dict[str, Any], index: int = 0) -> Modifier:
         raise RecipeError(f"modifiers[{index}]: each entry needs a 'type:' key, got {spec!r}")
     spec = dict(spec)
     name = spec.pop("type")
+    if not isinstance(name, str):
+        raise RecipeError(f"modifiers[{index}].type: expected a name such as 'qat', got {name!r}")
     if name not in MODIFIERS:
         raise RecipeError(f"modifiers[{index}].type: unknown modifier {name!r}; known types are {sorted(MODIFIERS)}")
     cls = MODIFIERS[name]

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import logging
 import os
+import re
 from typing import Any, Literal
 
 import yaml
@@ -32,8 +33,10 @@ class ModelSettings(Settings):
     name_or_path: str = "minilm-l6"
     #: the head to load
     task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
-    #: number of classes (sequence classification); null keeps the checkpoint's
-    num_labels: int | None = 2
+    #: number of classes (sequence classification); null: inferred from the training labels
+    num_labels: int | None = None
+    #: ``regression`` trains one float output (``num_labels: 1``); null: classification
+    problem_type: Literal["regression"] | None = None
     #: build a shallower student from this model: ``{layers: [0, 2, 4]}`` keeps those blocks
     init_from_teacher: dict | None = None
     #: load weights in this dtype (float32 for CPU training)
@@ -42,6 +45,12 @@ class ModelSettings(Settings):
     def validate(self) -> None:
         if self.num_labels is not None and self.num_labels < 1:
             self.fail("num_labels", "must be >= 1")
+        if self.num_labels == 1 and self.problem_type != "regression":
+            self.fail(
+                "num_labels", "1 trains a regression; ask for it with problem_type: regression, or remove num_labels"
+            )
+        if self.problem_type == "regression" and self.num_labels not in (None, 1):
+            self.fail("num_labels", "a regression has one output; remove num_labels or set it to 1")
         if self.init_from_teacher is not None:
             layers = self.init_from_teacher.get("layers")
             if (
@@ -81,8 +90,11 @@ class DataSettings(Settings):
     text_column: str = "sentence"
     #: optional second text column (sentence pairs)
     text_pair_column: str | None = None
-    #: column holding the label (classification)
+    #: column holding the label (classification): integers, or names such as ``sadness``
     label_column: str = "label"
+    #: the class names in id order (fixes the order and catches typos); null: integer labels as they
+    #: are, names sorted alphabetically
+    labels: list[str] | None = None
     #: tokens per example (classification) or per block (causal LM)
     max_length: int = 128
     #: keep the first N training rows (null: all)
@@ -93,8 +105,13 @@ class DataSettings(Settings):
     fallback: str | None = None
 
     def validate(self) -> None:
+        for f in ("train", "eval", "fallback"):
+            if getattr(self, f) is not None and not getattr(self, f).strip():
+                self.fail(f, "is empty; give a file path or Hub dataset id, or remove the key")
         if self.max_length < 8:
             self.fail("max_length", "must be >= 8")
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            self.fail("labels", "list two or more distinct class names, in id order")
         for f in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, f)
             if v is not None and v < 1:
@@ -124,6 +141,8 @@ class CalibrationSettings(Settings):
     true_sequential: bool = False
 
     def validate(self) -> None:
+        if self.source is not None and not self.source.strip():
+            self.fail("source", "is empty; give a text file or Hub dataset id, or remove the key")
         if self.batch_size < 1:
             self.fail("batch_size", "must be >= 1")
         if self.samples < 1:
@@ -172,19 +191,44 @@ class Recipe:
         """Fresh modifier objects (runtime state is per run)."""
         return [build_modifier(spec, i) for i, spec in enumerate(self.modifier_specs)]
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.raw, sort_keys=False)
+    def to_yaml(self, portable: bool = False) -> str:
+        """The recipe as YAML; ``portable`` shortens absolute local paths to their last part (what a
+        published folder should carry), saying so in a comment."""
+        if not portable:
+            return yaml.safe_dump(self.raw, sort_keys=False)
+        raw = copy.deepcopy(self.raw)
+        shortened = []
+        for section, name in (*PATH_FIELDS, ("export", "output_dir")):
+            node = raw.get(section)
+            value = node.get(name) if isinstance(node, dict) else None
+            if isinstance(value, str) and os.path.isabs(value):
+                node[name] = os.path.basename(value.rstrip("/"))
+                shortened.append(f"{section}.{name}")
+        note = f"# local absolute paths shortened to their last part: {', '.join(shortened)}\n" if shortened else ""
+        return note + yaml.safe_dump(raw, sort_keys=False)
 
-    def save(self, folder: str) -> str:
+    def save(self, folder: str, portable: bool = False) -> str:
         path = os.path.join(folder, "recipe.yaml")
         with open(path, "w") as f:
-            f.write(self.to_yaml())
+            f.write(self.to_yaml(portable))
         return path
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``5e-5``/``1E-4`` as floats, as YAML 1.2 does (YAML 1.1,
+    PyYAML's grammar, needs a dot: ``5.0e-5``; most training configs are written without one)."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _safe_load(stream: Any, where: str) -> Any:
     try:
-        return yaml.safe_load(stream)
+        return yaml.load(stream, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -241,6 +285,82 @@ def _training_fields() -> set[str]:
     return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
 
 
+#: TrainingArguments fields with a range the Trainer checks only when it is too late (mid-run)
+TRAINING_RANGES = {
+    "learning_rate": (0.0, "must be >= 0"),
+    "weight_decay": (0.0, "must be >= 0"),
+    "num_train_epochs": (0.0, "must be >= 0"),
+    "warmup_steps": (0.0, "must be >= 0"),
+    "max_grad_norm": (0.0, "must be >= 0"),
+    "per_device_train_batch_size": (1, "must be >= 1"),
+    "per_device_eval_batch_size": (1, "must be >= 1"),
+    "gradient_accumulation_steps": (1, "must be >= 1"),
+    "max_steps": (-1, "must be a step count >= 0 (0: no training, e.g. one-shot only), or -1 to use num_train_epochs"),
+    "save_total_limit": (1, "must be >= 1 or null"),
+}
+
+
+def _field_types() -> dict[str, Any]:
+    import typing
+
+    from transformers import TrainingArguments
+
+    hints = typing.get_type_hints(TrainingArguments)
+    return {f.name: hints.get(f.name) for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _scalar_types(tp: Any) -> tuple[type, ...]:
+    import types
+    import typing
+
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return tuple(t for a in typing.get_args(tp) for t in _scalar_types(a))
+    return (tp,) if tp in (int, float, bool, str, type(None)) else ()
+
+
+def coerce_training(training: dict[str, Any]) -> dict[str, Any]:
+    """``training:`` values converted to their TrainingArguments field's type the way HfArgumentParser
+    converts command-line strings (``"5e-5"`` -> 5e-05, 3 -> 3.0 for a float field); a value that cannot
+    be converted, or is out of range, is a RecipeError naming the key."""
+    types_ = _field_types()
+    out = {}
+    for key, value in training.items():
+        allowed = _scalar_types(types_.get(key))
+        if allowed and value is not None and not _fits(value, allowed):
+            value = _coerce(key, value, allowed)
+        if key in TRAINING_RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
+            low, message = TRAINING_RANGES[key]
+            if value < low:
+                raise RecipeError(f"training.{key}: got {value!r}; {message}")
+        out[key] = value
+    return out
+
+
+def _fits(value: Any, allowed: tuple[type, ...]) -> bool:
+    if isinstance(value, bool):  # a bool is an int to Python, never to a recipe
+        return bool in allowed
+    if isinstance(value, int):
+        return int in allowed
+    return isinstance(value, tuple(t for t in allowed if t is not bool))
+
+
+def _coerce(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
+    for tp in (t for t in (bool, int, float, str) if t in allowed):
+        if tp is bool and isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        if tp is int and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        if tp is float and not isinstance(value, bool) and isinstance(value, (int, str)):
+            try:
+                return float(value)
+            except ValueError:
+                continue
+        if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+    names = " or ".join(t.__name__ for t in allowed if t is not type(None))
+    raise RecipeError(f"training.{key}: got {value!r} ({type(value).__name__}); expected {names}")
+
+
 def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate a recipe (path, YAML text, dict, or a bare list of modifiers)."""
     data = _read(source)
@@ -259,7 +379,8 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
             raise RecipeError(f"{name}: expected a mapping, got {type(value).__name__}")
         return cls.from_dict(value or {}, section=name)
 
-    training = data.get("training") or {}
+    training = data.get("training")
+    training = {} if training is None else training
     if not isinstance(training, dict):
         raise RecipeError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
     allowed = _training_fields()
@@ -279,15 +400,16 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
     if "output_dir" in training:
         raise RecipeError("training.output_dir: set export.output_dir instead (checkpoints go under it)")
 
-    specs = data.get("modifiers") or []
+    specs = data.get("modifiers")
+    specs = [] if specs is None else specs
     if not isinstance(specs, list):
-        raise RecipeError("modifiers: expected a list of {type: <name>, ...settings}")
+        raise RecipeError(f"modifiers: expected a list of {{type: <name>, ...settings}}, got {specs!r}")
     recipe = Recipe(
         raw=data,
         model=section("model", ModelSettings),
         teacher=section("teacher", TeacherSettings) if data.get("teacher") else None,
         data=section("data", DataSettings),
-        training=dict(training),
+        training=coerce_training(training),
         modifier_specs=[dict(s) if isinstance(s, dict) else s for s in specs],
         calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
         export=section("export", ExportSettings),

@@ -17,6 +17,11 @@ class RecipeError(ValueError):
     """A recipe or settings value is invalid. The message says which field and how to fix it."""
 
 
+class DataError(RecipeError):
+    """A data file cannot be used as the recipe says: the message names the file and, where there is
+    one, the line."""
+
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:

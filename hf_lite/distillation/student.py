@@ -41,10 +41,11 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
 def build_student_folder(
     teacher_dir: str, layers: list[int], out: str, task: str = "sequence-classification", overwrite: bool = False
 ) -> None:
-    from ..export import prepare_output_dir, save_model
+    from ..export import check_output_dir, save_model, staged_folder
     from ..models import load_model, load_tokenizer
 
-    prepare_output_dir(out, overwrite)
+    check_output_dir(out, overwrite)
     teacher = load_model(teacher_dir, task)
     tokenizer = load_tokenizer(teacher_dir)
-    save_model(student_from_teacher(teacher, layers), out, tokenizer)
+    with staged_folder(out, overwrite) as stage:
+        save_model(student_from_teacher(teacher, layers), stage, tokenizer)
