@@ -137,8 +137,9 @@ def preflight(recipe: Recipe, output_dir: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             _training_args(recipe, output_dir or tmp)
-        except (ValueError, TypeError) as e:
-            raise RecipeError(f"training: {str(e).strip().splitlines()[0]}") from None
+        except Exception as e:  # TrainingArguments' own checks: any of them is about the recipe's values
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise RecipeError(f"training: {first}") from None
 
 
 def _trains(recipe: Recipe) -> bool:

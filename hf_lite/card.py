@@ -62,6 +62,13 @@ def _layer_summary(layers: dict[str, dict[str, Any]]) -> str:
     return f"- per-layer sparsity: min {min(sparsities):.2%}, max {max(sparsities):.2%} over {len(sparsities)} layers\n"
 
 
+def _classes(report: dict[str, Any]) -> str:
+    names = report.get("labels")
+    if not names:
+        return ""
+    return "## Classes\n" + ", ".join(f"{i}: `{n}`" for i, n in enumerate(names)) + " (`config.id2label`)\n\n"
+
+
 def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_id: str | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -96,7 +103,7 @@ Compressed with [hf_lite](https://pypi.org/project/hf-lite/) from `{recipe.model
 {_layer_summary(comp.get("layers", {}))}- bits: {comp["bits"] if comp["bits"] is not None else "float32"}
 - size on disk (safetensors): {size:.1f} MiB
 
-## Metrics (evaluation set of the recipe)
+{_classes(report)}## Metrics (evaluation set of the recipe)
 "before" is the model as loaded (for a fresh classification head, an untrained head); "after / before"
 is the recovery when the loaded model was already trained (one-shot runs, compression of a fine-tune).
 
@@ -112,7 +119,7 @@ Plain transformers loads this folder; hf_lite is not needed.
 
 ## Recipe
 ```yaml
-{recipe.to_yaml()}```
+{recipe.to_yaml(portable=True)}```
 """
     card = ModelCard(text)
     path = os.path.join(folder, "README.md")

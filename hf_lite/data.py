@@ -31,6 +31,10 @@ def _diagnose(path: str, ext: str) -> str | None:
     Runs only after a failed read."""
     import json
 
+    if ext in (".csv", ".tsv"):
+        with open(path, "rb") as f:
+            if sum(1 for line in f if line.strip()) <= 1:
+                return "it has no rows (only a header line)"
     with open(path, "rb") as f:
         for number, raw in enumerate(f, 1):
             try:
@@ -192,7 +196,8 @@ def infer_labels(splits: dict[str, tuple[Any, str]], settings: DataSettings, mod
             "(set model.num_labels, or data.labels with the class names)"
         )
     if count < 2:
-        raise DataError(f"data.train: every label is {first[0]!r}; classification needs two or more classes")
+        v, where, _, source = first
+        raise DataError(f"data.{where}: every label in {source} is {v!r}; classification needs two or more classes")
     return Labels(num_labels=count, names=names)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 
+#: what an upload leaves out: checkpoints (optimizer state, pickles), hidden files (.env, credentials)
+NEVER_PUSHED = ["checkpoints/*", "**/checkpoint-*/**", ".*", "**/.*", "*.pkl", "*.pt", "*.pth", "*.bin"]
+
 
 def push_folder(folder: str, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Create (or reuse) ``repo_id`` and upload ``folder``; the token comes from HF_TOKEN / login."""
@@ -21,7 +24,5 @@ def push_folder(folder: str, repo_id: str, private: bool = False, token: str | N
         with open(recipe) as f:
             mods = [m.get("type") for m in (yaml.safe_load(f) or {}).get("modifiers") or []]
         summary += f" ({', '.join(mods) or 'dense'})"
-    info = api.upload_folder(
-        folder_path=folder, repo_id=repo_id, commit_message=summary, ignore_patterns=["checkpoints/*"]
-    )
+    info = api.upload_folder(folder_path=folder, repo_id=repo_id, commit_message=summary, ignore_patterns=NEVER_PUSHED)
     return str(info)

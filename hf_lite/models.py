@@ -105,6 +105,27 @@ def task_of(model: nn.Module) -> str:
     return "sequence-classification"
 
 
+def _head_replaced(path: str, num_labels: int) -> bool:
+    """True (with a warning) when a classifier checkpoint has a head for another number of classes:
+    transformers then needs ``ignore_mismatched_sizes`` to start a new head."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except OSError:
+        return False  # load_model's own error names the path
+    archs = getattr(config, "architectures", None) or []
+    if config.num_labels == num_labels or not any(a.endswith("ForSequenceClassification") for a in archs):
+        return False
+    logger.warning(
+        "hf_lite: %s has a %d-class head; the data has %d classes, so a new head is trained",
+        path,
+        config.num_labels,
+        num_labels,
+    )
+    return True
+
+
 def load_model(
     name_or_path: str,
     task: str = "sequence-classification",
@@ -124,6 +145,8 @@ def load_model(
     kwargs: dict = {"dtype": DTYPES[dtype], **config}
     if task == "sequence-classification" and num_labels is not None:
         kwargs["num_labels"] = num_labels
+    if task == "sequence-classification" and "num_labels" in kwargs:
+        kwargs["ignore_mismatched_sizes"] = _head_replaced(path, kwargs["num_labels"])
     try:
         model = getattr(transformers, TASK_CLASSES[task]).from_pretrained(path, **kwargs)
     except OSError as e:

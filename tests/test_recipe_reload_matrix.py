@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -71,7 +72,7 @@ def shrink(raw: dict, assets: dict, out: str) -> dict:
         raw["calibration"].update(source=assets["txt"], samples=8, seq_len=16)
     training = {k: v for k, v in raw.get("training", {}).items() if k not in ("num_train_epochs", "max_steps")}
     training.update(max_steps=0 if raw.get("training", {}).get("max_steps") == 0 else 2)
-    training.update(per_device_train_batch_size=4, per_device_eval_batch_size=8, logging_steps=1)
+    training.update(per_device_train_batch_size=4, per_device_eval_batch_size=8, logging_steps=1, save_strategy="no")
     raw["training"] = training
     raw["export"] = {**raw.get("export", {}), "output_dir": out, "overwrite": True, "push_to_hub": False}
     return raw
@@ -97,12 +98,38 @@ print(json.dumps({{"logits": logits.tolist(), "zeros": sum(int((w == 0).sum()) f
 """
 
 
+def exponent_form(text: str) -> str:
+    """Floats the way most training configs write them: ``5.0e-5`` -> ``5e-5`` (a string to YAML 1.1)."""
+    return re.sub(r"\b(\d+)\.0+([eE][-+]?\d+)\b", r"\1\2", text)
+
+
+def read_with_exponent_floats(path: str) -> dict:
+    from hf_lite.core.recipe import RecipeLoader
+
+    with open(path) as f:
+        text = f.read()
+    raw = yaml.load(exponent_form(text), Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    assert raw == yaml.safe_load(text), "the exponent form reads back as the same numbers"
+    return raw
+
+
+def test_readme_recipes_load_with_exponent_floats():
+    from hf_lite.core.recipe import load_recipe
+
+    with open(os.path.join(REPO, "README.md")) as f:
+        blocks = re.findall(r"```yaml\n(.*?)```", f.read(), flags=re.S)
+    assert blocks
+    for block in blocks:
+        recipe = load_recipe(exponent_form(block))
+        for key, value in recipe.training.items():
+            assert not isinstance(value, str) or not re.match(r"^[\d.]+e", value), (key, value)
+
+
 @pytest.mark.parametrize("path", RECIPES, ids=[os.path.basename(p)[:-5] for p in RECIPES])
 def test_recipe_exports_and_reloads_without_hf_lite(path, assets, tmp_path):
     from hf_lite import run_recipe
 
-    with open(path) as f:
-        raw = yaml.safe_load(f)
+    raw = read_with_exponent_floats(path)
     out = str(tmp_path / "out")
     report, model = run_recipe(shrink(raw, assets, out), return_model=True)
     causal = raw["model"].get("task") == "causal-lm"

@@ -90,6 +90,8 @@ class DistillationModifier(Modifier):
         self.causal = False  # decoder-only LM: logits at t predict the label at t + 1
         self.seq2seq = False  # encoder-decoder: decoder logits line up with the labels
         self.proj: nn.ModuleList | None = None  # registered on the student so the optimizer trains it
+        self._hook: Any = None  # the forward hook that applies it
+        self.n_hidden = 0  # the student's own hidden states (embeddings + one per block)
         self.cache: dict[bytes, torch.Tensor] = {}
         self.cache_hits = 0
         self.cache_misses = 0
@@ -147,6 +149,9 @@ class DistillationModifier(Modifier):
         if s.hidden_weight > 0 and _hidden(model) != _hidden(teacher):
             self.proj = nn.ModuleList(nn.Linear(_hidden(model), _hidden(teacher)) for _ in self.pairs)
             setattr(model, PROJ_ATTR, self.proj.to(next(model.parameters()).device))
+            # projected inside the student's forward, so DDP/FSDP see the projection's parameters used there
+            self.n_hidden = ls + 1
+            self._hook = model.register_forward_hook(self._project)
         if s.attention_weight > 0:
             hs, ht = model.config.num_attention_heads, teacher.config.num_attention_heads
             if hs != ht:
@@ -156,6 +161,14 @@ class DistillationModifier(Modifier):
             for m in (model, teacher):  # attention probabilities need the eager kernel
                 m.set_attn_implementation("eager")
         return model
+
+    def _project(self, module: nn.Module, args: Any, output: Any) -> None:
+        """Forward hook: while training, the projected student states are appended to ``hidden_states``
+        (a longer tuple passes DDP's output flattening, a new output key does not)."""
+        hidden = output.get("hidden_states") if isinstance(output, dict) else None
+        if module.training and hidden is not None and len(hidden) == self.n_hidden:
+            projected = tuple(self.proj[k](hidden[i + 1]) for k, (i, _) in enumerate(self.pairs))
+            output["hidden_states"] = tuple(hidden) + projected
 
     @torch.no_grad()
     def teacher_forward(self, teacher: nn.Module, inputs: dict[str, Any], extra: dict[str, bool]) -> Any:
@@ -224,7 +237,7 @@ class DistillationModifier(Modifier):
         for k, (i, j) in enumerate(self.pairs):
             a, b = hs[i + 1], ht[j + 1].to(hs[i + 1].dtype)
             if self.proj is not None:
-                a = self.proj[k](a)
+                a = hs[self.n_hidden + k]
             if self.settings.hidden_loss == "mse":
                 per_tok = (a - b).pow(2).mean(-1)
             else:
@@ -253,6 +266,9 @@ class DistillationModifier(Modifier):
         return torch.stack(losses).mean()
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         if PROJ_ATTR in model._modules:
             delattr(model, PROJ_ATTR)  # projections only serve training; the export is the plain student
         return model

@@ -55,7 +55,7 @@ ds = datasets.Dataset.from_dict(dict(enc))
 from pathlib import Path
 args = training_args(Path({out!r}), per_device_train_batch_size={bs}, max_steps=6, learning_rate=5e-3)
 recipe = {recipe}
-teacher = tiny_bert(seed=1, dropout=0.0) if recipe[0]["type"] == "distillation" else None
+teacher = tiny_bert(seed=1, dropout=0.0, hidden={teacher_hidden}) if recipe[0]["type"] == "distillation" else None
 trainer = LiteTrainer(model=tiny_bert(dropout=0.0), args=args, train_dataset=ds, recipe=recipe, teacher_model=teacher)
 trainer.train()
 m = trainer.session.modifiers[0]
@@ -78,7 +78,12 @@ KD = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight"
 LORA = [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "merge": False}]  # no dropout: RNG streams differ per rank
 
 
-@pytest.mark.parametrize("recipe", [MOVEMENT, KD, LORA], ids=["movement_pruning", "distillation", "lora"])
+KD_WIDE = [dict(KD[0])]  # a teacher twice as wide: the student's hidden states pass a trained projection
+
+
+@pytest.mark.parametrize(
+    "recipe", [MOVEMENT, KD, KD_WIDE, LORA], ids=["movement_pruning", "distillation", "distillation_wider", "lora"]
+)
 def test_two_process_gloo_matches_one_process(tmp_path, recipe):
     """torchrun with 2 CPU processes (gloo): every rank holds the same masks, and the run (weights,
     and for KD the logged loss terms) matches one process on the same global batch."""
@@ -89,7 +94,14 @@ def test_two_process_gloo_matches_one_process(tmp_path, recipe):
         out.mkdir()
         script = tmp_path / f"{name}.py"
         script.write_text(
-            DDP_SCRIPT.format(tests=tests, tok=str(tmp_path / "tok"), out=str(out), bs=bs, recipe=repr(recipe))
+            DDP_SCRIPT.format(
+                tests=tests,
+                tok=str(tmp_path / "tok"),
+                out=str(out),
+                bs=bs,
+                recipe=repr(recipe),
+                teacher_hidden=64 if recipe is KD_WIDE else 32,
+            )
         )
         cmd = [
             sys.executable,
@@ -111,6 +123,6 @@ def test_two_process_gloo_matches_one_process(tmp_path, recipe):
     assert r0["digest"] == single["digest"]
     assert r0["w"] == pytest.approx(single["w"], rel=1e-4)
     assert r0["first_loss"] == pytest.approx(single["first_loss"], rel=1e-3)
-    if recipe is KD:
+    if recipe is KD or recipe is KD_WIDE:
         assert r0["soft"] == pytest.approx(single["soft"], rel=1e-3)
         assert r0["hidden"] == r1["hidden"] == pytest.approx(single["hidden"], rel=1e-4)

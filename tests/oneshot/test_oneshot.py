@@ -496,3 +496,36 @@ def test_mse_observer_rounds_heavy_tailed_weights_better():
         plain, _, _ = alg.rtn(w, 4, 64, symmetric)
         mse, _, _ = alg.rtn(w, 4, 64, symmetric, observer="mse")
         assert float(((mse - w) ** 2).sum()) < 0.95 * float(((plain - w) ** 2).sum())
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        [{"type": "wanda", "sparsity": 0.5}],
+        [{"type": "gptq", "bits": 4, "group_size": 16, "symmetric": False, "recovery": "scales"}],
+    ],
+    ids=["wanda", "gptq_scales"],
+)
+def test_one_shot_then_recovery_resumes_to_the_uninterrupted_weights(tmp_path, recipe):
+    """The one-shot step runs at train begin in LiteTrainer; a resumed run does not redo it: the
+    checkpoint holds the compressed weights, the trained scales and the modifier state."""
+    from conftest import token_dataset, training_args
+
+    from hf_lite import LiteTrainer
+
+    def run(sub, resume=None, **kw):
+        args = training_args(tmp_path / sub, max_steps=6, per_device_train_batch_size=4, **kw)
+        t = LiteTrainer(model=tiny_llama(), args=args, train_dataset=token_dataset(), recipe=recipe)
+        t.train(resume_from_checkpoint=resume)
+        return t.final_model
+
+    full = run("a")
+    run("b", save_strategy="steps", save_steps=3)
+    resumed = run("b", resume=str(tmp_path / "b" / "out" / "checkpoint-3"), save_strategy="steps", save_steps=3)
+    for (n, a), (_, b) in zip(full.named_parameters(), resumed.named_parameters()):
+        assert torch.allclose(a, b, atol=1e-6), n
+    w = resumed.model.layers[0].mlp.up_proj.weight
+    if recipe[0]["type"] == "wanda":
+        assert float((w == 0).float().mean()) == pytest.approx(0.5)
+    else:
+        assert max(torch.unique(g).numel() for g in w.detach().reshape(-1, 16)) <= 16
