@@ -50,6 +50,15 @@ SST2_BASE = {
 }
 
 
+def run_recipe(recipe: dict, **kw):
+    """``hf_lite.run_recipe`` without the CLI's resume checkpoints: benchmark timings measure the
+    compression, not checkpoint writes (a section may still ask for checkpoints in its recipe)."""
+    from hf_lite.api import run_recipe as run
+
+    recipe = {**recipe, "training": {"save_strategy": "no", **recipe.get("training", {})}}
+    return run(recipe, **kw)
+
+
 def machine() -> dict:
     cpu, flags = platform.processor(), set()
     try:
@@ -128,8 +137,6 @@ def latency(model, batch: int, seq: int = 128, runs: int = 20) -> float:
 
 def sst2_row(name: str, modifiers: list, dense_acc: float | None = None, **overrides) -> dict:
     from transformers import AutoModelForSequenceClassification
-
-    from hf_lite.api import run_recipe
 
     recipe = json.loads(json.dumps(SST2_BASE))
     recipe["modifiers"] = modifiers
@@ -292,8 +299,6 @@ def sst2_accuracy(model, batch: int = 64) -> float:
 def section_formats() -> None:
     """Disk size and accuracy of each saved format of the dense fine-tune, reloaded with plain from_pretrained."""
     from transformers import AutoModelForSequenceClassification
-
-    from hf_lite.api import run_recipe
 
     torch.set_num_threads(2)
     dense_dir, dense_acc = dense_reference()
@@ -505,7 +510,6 @@ def section_kd_hidden() -> None:
 
 def section_smollm2_kd(steps: int = 30) -> None:
     """Half-depth SmolLM2 student (layers 0, 2, ..., 28) on tiny_shakespeare: logits KD vs no KD, same steps."""
-    from hf_lite.api import run_recipe
 
     torch.set_num_threads(2)
     rows = {}
@@ -531,7 +535,6 @@ def section_smollm2_kd(steps: int = 30) -> None:
 
 def section_kd_cache(dense_dir: str | None = None, rows: int = 960) -> None:
     """KD step cost: plain student vs KD vs KD with cache_teacher, 2 epochs of 960 rows (epoch 2 reuses logits)."""
-    from hf_lite.api import run_recipe
 
     torch.set_num_threads(2)
     dense_dir = dense_dir or dense_reference()[0]
@@ -569,7 +572,7 @@ from hf_lite.api import run_recipe
 recipe = {{
     "model": {{"name_or_path": "smollm2-135m", "task": "causal-lm"}},
     "data": {{"train": "{shared}/tiny_shakespeare/input.txt", "max_length": 256, "max_train_samples": 64}},
-    "training": {{"max_steps": {steps}, "learning_rate": {lr}, "per_device_train_batch_size": 2, "logging_steps": 1, "seed": 0}},
+    "training": {{"max_steps": {steps}, "learning_rate": {lr}, "per_device_train_batch_size": 2, "logging_steps": 1, "seed": 0, "save_strategy": "no"}},
     "modifiers": {modifiers},
     "export": {{"output_dir": "{out}", "overwrite": True}},
 }}
@@ -611,7 +614,6 @@ def section_qlora_memory(steps: int = 8) -> None:
 
 def recovery_row(recipe: dict, folder: str) -> dict:
     """Run a one-shot + recovery recipe on SmolLM2: perplexity before, after one-shot and after training."""
-    from hf_lite.api import run_recipe
 
     report = run_recipe(recipe, output_dir=os.path.join(OUT, folder), overwrite=True)
     m = report["metrics"]
