@@ -181,6 +181,12 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.resume_from: str | None = None
+        e = recipe.export
+        # how the card and report name the folder: the Hub repo when pushing, else the path as given
+        # (an absolute one shortened: a published card names no local folders)
+        self.display = e.hub_repo_id or os.path.basename(os.path.abspath(out)) if e.push_to_hub else out
+        if os.path.isabs(self.display):
+            self.display = os.path.basename(self.display.rstrip("/"))
 
     def timed(self, key: str, fn, *args):
         t = time.perf_counter()
@@ -279,7 +285,7 @@ class _Run:
             "trainable_fraction": self.trainable / max(self.total, 1),
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "resumed_from": os.path.basename(self.resume_from) if self.resume_from else None,
-            "load_snippet": session.card_snippet(self.recipe.model.task, self.out),
+            "load_snippet": session.card_snippet(self.recipe.model.task, self.display),
             "versions": versions(),
             "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
         }
@@ -300,7 +306,7 @@ class _Run:
         from .card import write_model_card
         from .export import replace_folder
 
-        write_model_card(self.stage, self.recipe, report, repo_id=self.out)
+        write_model_card(self.stage, self.recipe, report, repo_id=self.display)
         replace_folder(self.stage, self.out)
         shutil.rmtree(self.work, ignore_errors=True)
         e = self.recipe.export

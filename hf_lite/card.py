@@ -69,6 +69,11 @@ def _classes(report: dict[str, Any]) -> str:
     return "## Classes\n" + ", ".join(f"{i}: `{n}`" for i, n in enumerate(names)) + " (`config.id2label`)\n\n"
 
 
+def portable_name(path: str) -> str:
+    """A local absolute path shortened to its last part (a published card names no local folders)."""
+    return os.path.basename(path.rstrip("/")) if os.path.isabs(path) else path
+
+
 def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_id: str | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 
@@ -92,7 +97,7 @@ def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_i
 
 # {os.path.basename(os.path.abspath(folder))}
 
-Compressed with [hf_lite](https://pypi.org/project/hf-lite/) from `{recipe.model.name_or_path}` ({task}).
+Compressed with [hf_lite](https://pypi.org/project/hf-lite/) from `{portable_name(name)}` ({task}).
 
 ## Methods
 {methods}

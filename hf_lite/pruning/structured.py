@@ -183,6 +183,7 @@ class StructuredPruningModifier(Modifier):
         self.family = ""
         self.keep: dict[str, torch.Tensor] = {}  # "heads.3" -> (units,) 0/1
         self.taylor: dict[str, torch.Tensor] = {}
+        self._masks: list[tuple[nn.Parameter, torch.Tensor]] = []  # rebuilt when the kept units change
 
     @staticmethod
     def key(g: UnitGroup) -> str:
@@ -232,7 +233,7 @@ class StructuredPruningModifier(Modifier):
     def _rebuild_masks(self) -> None:
         """(parameter, broadcastable 0/1 mask) pairs, rebuilt only when the kept units change, so the
         per-step work is one in-place multiply per parameter."""
-        self._masks: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self._masks = []
         for g in self.groups:
             keep = self.keep.get(self.key(g))
             if keep is None:
@@ -246,7 +247,7 @@ class StructuredPruningModifier(Modifier):
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
-        for param, mask in getattr(self, "_masks", []):
+        for param, mask in self._masks:
             param.mul_(mask)
 
     @torch.no_grad()
@@ -264,7 +265,7 @@ class StructuredPruningModifier(Modifier):
                 )
                 k = self.key(g)
                 self.taylor[k] = self.taylor[k] + contrib**2 if k in self.taylor else contrib**2
-        for param, mask in getattr(self, "_masks", []):
+        for param, mask in self._masks:
             if param.grad is not None:
                 param.grad.mul_(mask)
 

@@ -22,8 +22,8 @@ def _is_bnb_layer(module: nn.Module) -> bool:
     return type(module).__module__.startswith("bitsandbytes")
 
 
-def _check_grid_settings(s: Settings) -> None:
-    if getattr(s, "grid", "int") == "nf4":
+def _check_grid_settings(s: Settings, grid: str = "int") -> None:
+    if grid == "nf4":
         if s.bits != 4:
             s.fail("bits", "the nf4 grid is 4-bit; set bits: 4")
         if s.group_size is not None:
@@ -93,7 +93,7 @@ class QATSettings(Settings):
             )
         check_step_or_fraction(self, "start")
         check_step_or_fraction(self, "freeze_observers_at")
-        _check_grid_settings(self)
+        _check_grid_settings(self, self.grid)
 
 
 class _QATState:
