@@ -103,6 +103,7 @@ class CompressionCallback(TrainerCallback):
         if not self.session.initialized:  # callback added after Trainer.__init__
             self.on_init_end(args, state, control, model=model)
         self._check_plain_trainer()
+        self._check_sharding(model)
         if state.global_step > 0:  # resume: the checkpoint holds the one-shot result and every modifier's state
             self.session.on_train_begin(model, state.max_steps, state.global_step)
             self._restore(args, state)
@@ -116,6 +117,20 @@ class CompressionCallback(TrainerCallback):
                 None if loader is None else loader.collate_fn,
             )
         self.session.on_train_begin(model, state.max_steps, state.global_step)
+
+    def _check_sharding(self, model) -> None:
+        from .core.distributed import is_sharded
+
+        if model is None or not any(is_sharded(p) for p in model.parameters()):
+            return
+        unsupported = [m.type_name for m in self.session.modifiers if not m.supports_sharded]
+        if unsupported:
+            raise RecipeError(
+                f"{unsupported}: not supported on FSDP-sharded parameters yet (see docs/distributed.md); run them "
+                "with DDP (no fsdp= in TrainingArguments) or in one process"
+            )
+        if self.session.ctx.teacher is not None:
+            logger.warning("hf_lite: under FSDP the teacher is a full, unsharded copy on every rank")
 
     # -- calibration -------------------------------------------------------------------------------
     def _settings(self) -> CalibrationSettings:
@@ -194,9 +209,9 @@ class CompressionCallback(TrainerCallback):
 
     # -- checkpoints and the end -----------------------------------------------------------------
     def on_save(self, args, state, control, model=None, **kw):
+        folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+        self.session.save(folder, write=state.is_world_process_zero)  # every rank: sharded state is gathered
         if state.is_world_process_zero:
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            self.session.save(folder)
             if self.export_checkpoints:  # a deployable model next to the training state
                 export = self.recipe.export if self.recipe is not None else None
                 self.session.export_copy(model, os.path.join(folder, "export"), kw.get("processing_class"), export)

@@ -76,10 +76,11 @@ def prepare_output_dir(folder: str, overwrite: bool) -> None:
     os.makedirs(folder, exist_ok=True)
 
 
-def save_model(model: nn.Module, folder: str, tokenizer: Any = None) -> None:
-    """Plain safetensors; peft wrappers, tied weights and configs handled by ``save_pretrained``."""
+def save_model(model: nn.Module, folder: str, tokenizer: Any = None, state_dict: dict | None = None) -> None:
+    """Plain safetensors; peft wrappers, tied weights and configs handled by ``save_pretrained``.
+    ``state_dict``: the weights to write instead of the model's own (gathered from shards)."""
     os.makedirs(folder, exist_ok=True)
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)
 

@@ -174,8 +174,18 @@ class LiteTrainerMixin:
         if _internal_call or not self.session.finalized:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
-        if self.args.should_save:
-            export = self.recipe.export if self.recipe is not None else None
+        export = self.recipe.export if self.recipe is not None else None
+        if self.is_fsdp_enabled:  # sharded weights: every rank gathers, the main process writes a plain folder
+            from .core.distributed import full
+
+            state = {k: full(v).detach().cpu() for k, v in self.model.state_dict().items()}
+            if self.args.should_save:
+                from .export import save_model
+
+                save_model(self.model, output_dir, self.processing_class, state_dict=state)
+                for m in self.session.modifiers:
+                    m.extra_files(output_dir, export)
+        elif self.args.should_save:
             self.session.export(self.model, output_dir, self.processing_class, export)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

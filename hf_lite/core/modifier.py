@@ -62,6 +62,9 @@ class Modifier:
     one_shot: ClassVar[bool] = False
     #: its loss terms compare with a teacher's outputs: the run needs ``teacher:`` / ``teacher_model=``
     needs_teacher: ClassVar[bool] = False
+    #: works on FSDP2-sharded parameters (reads and writes them through ``hf_lite.core.distributed``);
+    #: a run that shards the model refuses the others at train begin instead of failing at the end
+    supports_sharded: ClassVar[bool] = False
 
     def __init__(self, settings: Settings):
         self.settings = settings

@@ -11,20 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .distributed import broadcast_, is_distributed  # noqa: F401 - re-exported: the names moved to .distributed
 from .modifier import Context, Modifier
 
 STATE_FILE = "hf_lite_state.safetensors"
-
-
-def is_distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
-def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
-    """Make every rank hold rank 0's copy (masks, scales). A no-op in one process."""
-    if is_distributed():
-        torch.distributed.broadcast(tensor, src=src)
-    return tensor
 
 
 class CompressionSession:
@@ -172,11 +162,14 @@ class CompressionSession:
                     scalars[f"{prefix}/{k}"] = v
         return tensors, scalars
 
-    def save(self, folder: str) -> str:
-        os.makedirs(folder, exist_ok=True)
+    def save(self, folder: str, write: bool = True) -> str:
+        """Write the state into ``folder``. Under FSDP every rank calls this (sharded state is gathered),
+        and only the one with ``write`` writes."""
         tensors, scalars = self.state_dict()
         path = os.path.join(folder, STATE_FILE)
-        save_file(tensors, path, metadata={"hf_lite_scalars": json.dumps(scalars), "format": "pt"})
+        if write:
+            os.makedirs(folder, exist_ok=True)
+            save_file(tensors, path, metadata={"hf_lite_scalars": json.dumps(scalars), "format": "pt"})
         return path
 
     def load(self, folder: str) -> None:

@@ -83,6 +83,7 @@ class DistillationModifier(Modifier):
 
     settings_cls = DistillationSettings
     needs_teacher = True
+    supports_sharded = True  # the loss reads outputs only; the teacher stays a full copy per rank
 
     def __init__(self, settings):
         super().__init__(settings)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..core.distributed import full, shard_like
 from ..core.modifier import Context, Modifier
-from ..core.session import broadcast_
 from ..core.targets import find_linear_targets
 from .masks import sparsity_of
 
@@ -26,6 +26,7 @@ class MaskedModifier(Modifier):
         super().__init__(settings)
         self.masks: dict[str, torch.Tensor] = {}
         self.modules: dict[str, nn.Module] = {}
+        self._pruned: dict[str, tuple[int, int]] = {}  # (zeros, size) per mask, counted on the whole mask
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self.modules = find_linear_targets(model, self.settings.targets, self.settings.ignore, self.type_name)
@@ -36,11 +37,10 @@ class MaskedModifier(Modifier):
             self.initialize(model, Context())
 
     def set_masks(self, masks: dict[str, torch.Tensor]) -> None:
-        """Install new masks (identical on every rank) and zero the pruned weights now."""
+        """Install new masks (whole, from rank 0) in each weight's own layout and zero the pruned weights now."""
         for name, mask in masks.items():
-            w = base_weight(self.modules[name])
-            mask = broadcast_(mask.to(device=w.device, dtype=w.dtype).contiguous())
-            self.masks[name] = mask
+            self.masks[name] = shard_like(mask, base_weight(self.modules[name]))
+            self._pruned[name] = (int((mask == 0).sum()), mask.numel())
         self.apply_to_weights()
 
     @torch.no_grad()
@@ -67,19 +67,18 @@ class MaskedModifier(Modifier):
 
     # -- reporting and state ---------------------------------------------------------------------
     def stats(self) -> dict[str, float]:
-        if not self.masks:
+        """Counted when the masks change (every rank, whole masks): logging needs no collective."""
+        if not self._pruned:
             return {}
-        pruned = sum(float((m == 0).sum()) for m in self.masks.values())
-        total = sum(m.numel() for m in self.masks.values())
-        return {"sparsity": pruned / total}
+        return {"sparsity": sum(z for z, _ in self._pruned.values()) / sum(n for _, n in self._pruned.values())}
 
     def layer_sparsity(self) -> dict[str, float]:
-        return {n: sparsity_of(base_weight(m)) for n, m in self.modules.items()}
+        return {n: sparsity_of(full(base_weight(m))) for n, m in self.modules.items()}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         for name, mask in self.masks.items():
-            state[f"mask.{name}"] = mask.to(torch.uint8)
+            state[f"mask.{name}"] = full(mask).to(torch.uint8)
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -88,7 +87,4 @@ class MaskedModifier(Modifier):
         unknown = set(masks) - set(self.modules)
         if unknown:
             raise ValueError(f"{self.type_name}: checkpoint has masks for unknown modules {sorted(unknown)[:3]}")
-        for name, mask in masks.items():
-            w = base_weight(self.modules[name])
-            self.masks[name] = mask.to(device=w.device, dtype=w.dtype)
-        self.apply_to_weights()
+        self.set_masks(masks)

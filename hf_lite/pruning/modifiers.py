@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..core.distributed import full, shard_like
 from ..core.modifier import Context, register_modifier
 from ..core.settings import Settings, StepOrFraction, check_step_or_fraction
 from .base import MaskedModifier, base_weight
@@ -81,6 +82,7 @@ class MagnitudePruningModifier(MaskedModifier):
     """Prune the smallest-|W| weights on a schedule; masks are recomputed on update steps."""
 
     settings_cls = MagnitudePruningSettings
+    supports_sharded = True
 
     def target_sparsity(self, step: int) -> float:
         s = self.settings
@@ -89,7 +91,7 @@ class MagnitudePruningModifier(MaskedModifier):
         )
 
     def scores(self) -> dict[str, torch.Tensor]:
-        return {n: base_weight(m).detach().abs().float() for n, m in self.modules.items()}
+        return {n: full(base_weight(m)).detach().abs().float() for n, m in self.modules.items()}
 
     @torch.no_grad()
     def compute_masks(self, sparsity: float) -> dict[str, torch.Tensor]:
@@ -146,18 +148,24 @@ class MovementPruningModifier(MagnitudePruningModifier):
         if not self.movement:  # no gradient seen yet: fall back to magnitude
             return super().scores()
         return {
-            n: self.movement.get(n, torch.zeros_like(base_weight(m), dtype=torch.float32))
+            n: full(self.movement[n])
+            if n in self.movement
+            else torch.zeros_like(full(base_weight(m)), dtype=torch.float32)
             for n, m in self.modules.items()
         }
 
     def state_dict(self) -> dict:
         state = super().state_dict()
-        state.update({f"movement.{n}": t for n, t in self.movement.items()})
+        state.update({f"movement.{n}": full(t) for n, t in self.movement.items()})
         return state
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.movement = {k[len("movement.") :]: v.float() for k, v in state.items() if k.startswith("movement.")}
+        self.movement = {
+            k[len("movement.") :]: shard_like(v.float(), base_weight(self.modules[k[len("movement.") :]])).float()
+            for k, v in state.items()
+            if k.startswith("movement.")
+        }
 
 
 @dataclasses.dataclass

@@ -27,8 +27,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..core.distributed import broadcast_
 from ..core.modifier import Context, Modifier, register_modifier
-from ..core.session import broadcast_
 from ..core.settings import RecipeError, Settings, StepOrFraction
 from ..core.targets import decoder_blocks
 from .modifiers import check_schedule

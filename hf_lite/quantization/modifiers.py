@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.distributed import full, write_
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction, resolve_step
 from ..core.targets import find_linear_targets
@@ -147,6 +148,7 @@ class QATModifier(Modifier):
     """Fake-quant from ``start``; at finalize the weights are snapped onto the grid ("convert")."""
 
     settings_cls = QATSettings
+    supports_sharded = True
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -177,7 +179,7 @@ class QATModifier(Modifier):
         for m in self.modules.values():
             st = m._hf_lite_qat
             if freeze and not st.frozen and self.settings.grid == "int" and not self.settings.learnable_scales:
-                st.observe(m.weight)
+                st.observe(full(m.weight))
             st.enabled, st.frozen = enable, freeze
 
     @torch.no_grad()
@@ -186,9 +188,10 @@ class QATModifier(Modifier):
         for m in self.modules.values():
             st = m._hf_lite_qat
             st.enabled = True
+            weight = full(m.weight)  # the grid is computed on the whole weight, written back in place
             if st.scale is None and self.settings.grid == "int":
-                st.observe(m.weight)
-            m.weight.copy_(st.weight(m.weight))
+                st.observe(weight)
+            write_(m.weight, st.weight(weight))
             m.__class__ = nn.Linear
             if "weight_qscale" in m._parameters:
                 del m._parameters["weight_qscale"]
@@ -211,8 +214,8 @@ class QATModifier(Modifier):
         for name, m in self.modules.items():
             st = m._hf_lite_qat if isinstance(m, FakeQuantLinear) else None
             if st is not None and st.scale is not None:
-                state[f"scale.{name}"] = st.scale.detach()
-                state[f"zero.{name}"] = st.zero.detach()
+                state[f"scale.{name}"] = full(st.scale.detach())
+                state[f"zero.{name}"] = full(st.zero.detach())
                 state[f"frozen.{name}"] = int(st.frozen)
         return state
 
@@ -283,7 +286,7 @@ class PTQModifier(Modifier):
         s = self.settings
         if s.method == "rtn":
             for m in self.modules.values():
-                m.weight.copy_(quantize_dequantize(m.weight, s.bits, s.group_size, s.symmetric))
+                write_(m.weight, quantize_dequantize(full(m.weight), s.bits, s.group_size, s.symmetric))
             return model
         self.float_model = model
         return dynamic_int8(model, self.dynamic_names())

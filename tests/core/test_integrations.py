@@ -81,6 +81,7 @@ LORA = [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "merge": False}]  #
 KD_WIDE = [dict(KD[0])]  # a teacher twice as wide: the student's hidden states pass a trained projection
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize(
     "recipe", [MOVEMENT, KD, KD_WIDE, LORA], ids=["movement_pruning", "distillation", "distillation_wider", "lora"]
 )
