@@ -307,6 +307,8 @@ class _Run:
         from .export import replace_folder
 
         write_model_card(self.stage, self.recipe, report, repo_id=self.display)
+        if self.recipe.export.checkpoints and os.path.isdir(self.checkpoints):  # asked for: kept with the model
+            os.rename(self.checkpoints, os.path.join(self.stage, "checkpoints"))
         replace_folder(self.stage, self.out)
         shutil.rmtree(self.work, ignore_errors=True)
         e = self.recipe.export

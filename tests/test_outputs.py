@@ -98,6 +98,18 @@ def test_size_on_disk_counts_the_model_files_only(tmp_path, tiny_bert_dir, tiny_
     assert (out / "adapter").is_dir()  # written, not counted: the merged model is the export
 
 
+def test_export_checkpoints_in_the_cli_are_kept_next_to_the_model(tmp_path, tiny_bert_dir, tiny_tsv):
+    import json
+
+    out = tmp_path / "out"
+    recipe = write_recipe(tmp_path, tiny_bert_dir, tiny_tsv, out, "[{type: qat, bits: 8}]")
+    assert main(["run", recipe, "--set", "export.checkpoints=true"]) == 0
+    exports = sorted((out / "checkpoints").glob("checkpoint-*/export/model.safetensors"))
+    assert exports, "each kept checkpoint holds its deployable export"
+    report = json.loads((out / "report.json").read_text())
+    assert report["compression"]["size_on_disk_bytes"] == os.path.getsize(out / "model.safetensors")
+
+
 def test_published_recipe_has_no_absolute_paths(tmp_path, tiny_bert_dir, tiny_tsv):
     out = tmp_path / "out"
     recipe = write_recipe(tmp_path, tiny_bert_dir, tiny_tsv, out, PRUNE)

@@ -170,7 +170,8 @@ class ExportSettings(Settings):
     save_adapter: bool = True
     #: each ``checkpoint-N/`` also gets ``export/``: the model as it would be exported at that step
     #: (finalized on a copy: QAT snapped, LoRA merged, structured pruning sliced). Costs one model copy
-    #: and one save per checkpoint
+    #: and one save per checkpoint. ``hf-lite run`` then keeps its checkpoints in ``output_dir/checkpoints``
+    #: (otherwise they only serve ``--resume`` and are removed when the run succeeds)
     checkpoints: bool = False
 
 
