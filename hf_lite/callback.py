@@ -104,6 +104,7 @@ class CompressionCallback(TrainerCallback):
             self.on_init_end(args, state, control, model=model)
         self._check_plain_trainer()
         self._check_sharding(model)
+        self._check_options(args)
         if state.global_step > 0:  # resume: the checkpoint holds the one-shot result and every modifier's state
             self.session.on_train_begin(model, state.max_steps, state.global_step)
             self._restore(args, state)
@@ -123,6 +124,11 @@ class CompressionCallback(TrainerCallback):
 
         if model is None or not any(is_sharded(p) for p in model.parameters()):
             return
+        if self.export_checkpoints:  # the finalized copy would be made on rank 0 alone: a collective on one rank
+            raise RecipeError(
+                "export_checkpoints / export.checkpoints: not supported on FSDP-sharded models yet; turn it off "
+                "and export the final model with trainer.save_model"
+            )
         unsupported = [m.type_name for m in self.session.modifiers if not m.supports_sharded]
         if unsupported:
             raise RecipeError(
@@ -131,6 +137,13 @@ class CompressionCallback(TrainerCallback):
             )
         if self.session.ctx.teacher is not None:
             logger.warning("hf_lite: under FSDP the teacher is a full, unsharded copy on every rank")
+
+    def _check_options(self, args: TrainingArguments) -> None:
+        """Options that this run would accept and never use: said by name."""
+        if self.export_checkpoints and args.save_strategy == "no":
+            logger.warning("hf_lite: export_checkpoints is set but save_strategy is 'no': no checkpoint is written")
+        if self.calibration_dataset is not None and not any(m.one_shot for m in self.session.modifiers):
+            logger.warning("hf_lite: calibration_dataset is set but no one-shot modifier (wanda, gptq, ...) uses it")
 
     # -- calibration -------------------------------------------------------------------------------
     def _settings(self) -> CalibrationSettings:

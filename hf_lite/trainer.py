@@ -143,6 +143,9 @@ class LiteTrainerMixin:
             self.teacher.requires_grad_(False)
         self._term_sums: dict[str, torch.Tensor] = {}  # on device: no host sync per step
         self._term_count = 0
+        # looked up once, not per step
+        self._teacher_modifier = self.session.teacher_modifier
+        self._task_weight = self.session.task_loss_weight
 
     def _resolve_teacher(self, recipe: Recipe | None, model: nn.Module | None, teacher: nn.Module | None):
         wanted = self.session.teacher_modifier is not None
@@ -195,10 +198,10 @@ class LiteTrainerMixin:
         loss, outputs = self._task_loss(model, {**inputs, **extra}, num_items_in_batch)
         teacher_outputs = None
         if self.teacher is not None:
-            teacher_outputs = self.session.teacher_modifier.teacher_forward(self.teacher, inputs, extra)
+            teacher_outputs = self._teacher_modifier.teacher_forward(self.teacher, inputs, extra)
         terms = self.session.loss_terms(outputs, inputs, teacher_outputs)
         if terms:
-            loss = loss * self.session.task_loss_weight + self._scale(sum(terms.values()), inputs, num_items_in_batch)
+            loss = loss * self._task_weight + self._scale(sum(terms.values()), inputs, num_items_in_batch)
             for k, v in terms.items():
                 self._term_sums[k] = self._term_sums.get(k, 0.0) + v.detach()
             self._term_count += 1
@@ -243,13 +246,12 @@ class LiteSeq2SeqTrainer(LiteTrainerMixin, Seq2SeqTrainer):
     """Drop-in ``transformers.Seq2SeqTrainer`` (summarization, translation) that runs an hf_lite recipe."""
 
 
-#: recipe sections a script's own objects replace, and what replaces them
+#: recipe sections a script's own objects replace, what replaces them, and the keys of them that still act
 SCRIPT_OWNED = {
-    "model": "the model passed in",
-    "data": "the datasets passed in",
-    "training": "the TrainingArguments",
-    "export": "your own save_model / push_to_hub calls",
-    "calibration": None,  # used: samples, batch_size, source, true_sequential
+    "model": ("the model passed in", {"init_from_teacher"}),
+    "data": ("the datasets passed in", set()),
+    "training": ("the TrainingArguments", set()),
+    "export": ("your own save_model / push_to_hub calls", {"checkpoints", "save_adapter"}),
 }
 
 
@@ -264,16 +266,15 @@ def apply_model_section(model: nn.Module, recipe: Recipe, where: str) -> nn.Modu
         logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of the model passed in", layers)
         model = student_from_teacher(model, layers)
     ignored = []
-    for section, instead in SCRIPT_OWNED.items():
+    for section, (instead, used) in SCRIPT_OWNED.items():
         keys = recipe.raw.get(section) or {}
-        if instead is None or not isinstance(keys, dict):
-            continue
-        names = [k for k in keys if not (section == "model" and k == "init_from_teacher")]
+        names = [k for k in keys if k not in used] if isinstance(keys, dict) else []
         if names:
             ignored.append(f"{section}.{{{', '.join(names)}}} ({instead} are used)")
     if ignored:
         logger.warning(
-            "hf_lite: %s uses only the recipe's modifiers, teacher, calibration and model.init_from_teacher; "
+            "hf_lite: %s uses the recipe's modifiers, teacher, calibration, model.init_from_teacher and "
+            "export.checkpoints/save_adapter; "
             "ignored here: %s. `hf-lite run` reads them.",
             where,
             "; ".join(ignored),

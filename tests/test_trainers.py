@@ -446,3 +446,28 @@ def test_checkpoints_hold_the_exported_model_and_load_best_picks_it(tmp_path, ti
     with torch.no_grad():
         expected = trainer.final_model.eval()(input_ids=x).logits
     assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-5)
+
+
+# -- options that would do nothing ----------------------------------------------------------------
+def test_unused_options_are_named(tmp_path, tiny_dataset, caplog):
+    from hf_lite import LiteTrainer
+
+    recipe = {"modifiers": PRUNE, "export": {"checkpoints": True, "save_adapter": False, "output_dir": "x"}}
+    with caplog.at_level(logging.WARNING, logger="hf_lite"):
+        trainer = LiteTrainer(model=tiny_bert(), args=training_args(tmp_path, max_steps=1), train_dataset=tiny_dataset,
+                              recipe=recipe, calibration_dataset=torch.randint(1, 20, (4, 8)))  # fmt: skip
+        trainer.train()
+    text = " ".join(r.getMessage() for r in caplog.records)
+    assert "calibration_dataset is set but no one-shot modifier" in text
+    assert "export_checkpoints is set but save_strategy is 'no'" in text
+    assert "export.{output_dir}" in text  # checkpoints and save_adapter act in a script: not named as ignored
+
+
+def test_export_checkpoints_are_refused_on_a_sharded_model(monkeypatch):
+    import hf_lite.core.distributed as dist
+    from hf_lite import CompressionCallback
+
+    monkeypatch.setattr(dist, "is_sharded", lambda t: True)  # as if FSDP2 had sharded every parameter
+    cb = CompressionCallback(PRUNE, export_checkpoints=True)
+    with pytest.raises(RecipeError, match="export_checkpoints"):
+        cb._check_sharding(tiny_bert())
