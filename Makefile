@@ -6,7 +6,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 SECTION ?= all
 
-.PHONY: install demo test lint bench peers-venv clean
+.PHONY: install demo test test-gpu lint bench peers-venv clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
+
+# multi-GPU FSDP2 (and the ZeRO-3 refusal with deepspeed installed); skips without 2 CUDA GPUs
+test-gpu: install
+	$(PY) -m pytest -q tests/gpu
 
 lint: install
 	.venv/bin/ruff check hf_lite tests bench examples

@@ -303,6 +303,25 @@ def formats_table() -> str:
     return "\n".join(lines)
 
 
+def fsdp_teacher_table() -> str:
+    r = load("fsdp_teacher_memory")
+    if not r or any("error" in rows[0] for rows in r["rows"].values()):
+        return ""
+    lines = [
+        "| KD teacher under FSDP2 (2 ranks, CPU) | teacher MiB held per rank | RSS after training (MiB, per rank) "
+        "| peak RSS (MiB, per rank) | train time |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, rows in r["rows"].items():
+        label = "sharded like the student (hf_lite)" if mode == "sharded" else "whole copy on every rank"
+        rss = " / ".join(f"{x['rss_after_train_mib']:.0f}" for x in rows)
+        peak = " / ".join(f"{x['peak_rss_mib']:.0f}" for x in rows)
+        lines.append(
+            f"| {label} | {rows[0]['teacher_bytes_on_rank_mib']:.0f} | {rss} | {peak} | {rows[0]['train_s']:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
 def torchao_table() -> str:
     r = load("qat_int8_vs_torchao")
     if not r:
@@ -629,6 +648,14 @@ def main() -> None:
             "## Disk size of each saved format (dense fine-tune, reloaded with plain from_pretrained)",
             "",
             formats_table(),
+            "",
+        ]
+    if fsdp_teacher_table():
+        parts += [
+            "## Distillation teacher under FSDP2 (`make bench SECTION=fsdp_teacher`; BERT-base-sized teacher, "
+            "2-layer student)",
+            "",
+            fsdp_teacher_table(),
             "",
         ]
     if torchao_table():

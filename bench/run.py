@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -612,6 +613,25 @@ def section_qlora_memory(steps: int = 8) -> None:
     save("smollm2_qlora_memory", {"steps": steps, "batch": 2, "seq_len": 256, "rows": rows})
 
 
+def section_fsdp_teacher(steps: int = 4) -> None:
+    """Distillation under FSDP2 on a 2-process CPU mesh (gloo): a BERT-base-sized teacher sharded like the
+    student vs a whole teacher per rank. Per rank: teacher bytes held, RSS after training, peak RSS."""
+    rows: dict[str, list] = {}
+    worker = os.path.join(REPO, "bench", "fsdp_teacher_worker.py")
+    # a fixed mmap threshold returns freed tensors to the OS, so RSS shows live memory, not the allocator's
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MALLOC_MMAP_THRESHOLD_": "131072"}
+    env["PYTHONPATH"] = REPO
+    for mode in ("sharded", "full"):
+        out = os.path.join(OUT, f"fsdp_teacher_{mode}")
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", worker,
+               "--teacher", mode, "--steps", str(steps), "--out", out]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        found = [json.load(open(os.path.join(out, f"rank{r}.json"))) for r in (0, 1) if res.returncode == 0]
+        rows[mode] = found or [{"error": res.stderr[-2000:]}]
+    save("fsdp_teacher_memory", {"world_size": 2, "steps": steps, "rows": rows})
+
+
 def recovery_row(recipe: dict, folder: str) -> dict:
     """Run a one-shot + recovery recipe on SmolLM2: perplexity before, after one-shot and after training."""
 
@@ -1164,6 +1184,7 @@ STUDIES = {
     "kd_cache": section_kd_cache,
     "smollm2_kd": section_smollm2_kd,
     "qlora_memory": section_qlora_memory,
+    "fsdp_teacher": section_fsdp_teacher,
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,

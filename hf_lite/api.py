@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .core.distributed import is_main
 from .core.recipe import Recipe, load_recipe
 from .core.session import CompressionSession
 from .core.settings import RecipeError
@@ -268,7 +269,8 @@ class _Run:
         shutil.rmtree(self.stage, ignore_errors=True)  # a half-written export of a killed run
         session = self.trainer.session
         self.timed("export_s", session.export, self.final, self.stage, self.tokenizer, self.recipe.export)
-        self.recipe.save(self.stage, portable=True)
+        if is_main():
+            self.recipe.save(self.stage, portable=True)
 
     def report(self) -> dict[str, Any]:
         from .export import write_json
@@ -280,7 +282,7 @@ class _Run:
             "task": self.recipe.model.task,
             "modifiers": [m.describe() for m in session.modifiers],
             "metrics": self.metrics,
-            "compression": model_report(self.final, self.stage),
+            "compression": model_report(self.final, self.stage if is_main() else None),
             "trainable_parameters": self.trainable,
             "trainable_fraction": self.trainable / max(self.total, 1),
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
@@ -296,7 +298,8 @@ class _Run:
 
             greedy = generation_sample(self.final, self.tokenizer, SAMPLE_PROMPT)
             report["generation_sample"] = {"prompt": SAMPLE_PROMPT, "greedy": greedy}
-        write_json(os.path.join(self.stage, "report.json"), report)
+        if is_main():
+            write_json(os.path.join(self.stage, "report.json"), report)
         return report
 
     def publish(self, report: dict[str, Any]) -> None:
@@ -393,12 +396,18 @@ def run_recipe(
     the last one. Returns the report (also written as ``report.json``), or ``(report, model)`` with
     ``return_model=True``: the compressed model as exported, still in memory.
     """
+    from accelerate import PartialState
     from transformers import set_seed
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides)
     run = _Run(recipe, output_dir or recipe.export.output_dir)
     preflight(recipe, run.checkpoints)
-    _begin(run, recipe.export.overwrite if overwrite is None else overwrite, resume)
+    state = PartialState()  # under torchrun / accelerate launch: every rank runs this; rank 0 writes files
+    if state.is_main_process:
+        _begin(run, recipe.export.overwrite if overwrite is None else overwrite, resume)
+    state.wait_for_everyone()
+    if resume and not state.is_main_process:
+        run.resume_from = last_checkpoint(run.checkpoints)
     set_seed(int(recipe.training.get("seed", 0)))
     run.timed("load_s", run.load)
     run.evaluate("before")
@@ -407,5 +416,7 @@ def run_recipe(
     run.evaluate("after")
     run.export()
     report = run.report()
-    run.publish(report)
+    if state.is_main_process:
+        run.publish(report)
+    state.wait_for_everyone()
     return (report, run.final) if return_model else report

@@ -120,9 +120,12 @@ class CompressionCallback(TrainerCallback):
         self.session.on_train_begin(model, state.max_steps, state.global_step)
 
     def _check_sharding(self, model) -> None:
-        from .core.distributed import is_sharded
+        from .core.distributed import check_supported_sharding, is_sharded
 
-        if model is None or not any(is_sharded(p) for p in model.parameters()):
+        if model is None or not self.session.modifiers:
+            return
+        check_supported_sharding(model)
+        if not any(is_sharded(p) for p in model.parameters()):
             return
         if self.export_checkpoints:  # the finalized copy would be made on rank 0 alone: a collective on one rank
             raise RecipeError(
@@ -135,8 +138,10 @@ class CompressionCallback(TrainerCallback):
                 f"{unsupported}: not supported on FSDP-sharded parameters yet (see docs/distributed.md); run them "
                 "with DDP (no fsdp= in TrainingArguments) or in one process"
             )
-        if self.session.ctx.teacher is not None:
-            logger.warning("hf_lite: under FSDP the teacher is a full, unsharded copy on every rank")
+        if self.session.ctx.teacher is not None:  # sharded like the student: no full copy per rank
+            from .core.distributed import shard_as
+
+            shard_as(self.session.ctx.teacher, model)
 
     def _check_options(self, args: TrainingArguments) -> None:
         """Options that this run would accept and never use: said by name."""
@@ -228,6 +233,14 @@ class CompressionCallback(TrainerCallback):
             if self.export_checkpoints:  # a deployable model next to the training state
                 export = self.recipe.export if self.recipe is not None else None
                 self.session.export_copy(model, os.path.join(folder, "export"), kw.get("processing_class"), export)
+
+    def save_model(self, output_dir: str, tokenizer: Any = None) -> None:
+        """Write the finalized model as ``hf-lite run`` exports it (a plain transformers folder, plus the
+        modifiers' own files). Call it on every rank: under FSDP the shards are gathered, rank 0 writes."""
+        if self.final_model is None:
+            raise RuntimeError("CompressionCallback.save_model: training has not finished (no final model yet)")
+        export = self.recipe.export if self.recipe is not None else None
+        self.session.export(self.final_model, output_dir, tokenizer, export)
 
     def on_train_end(self, args, state, control, model=None, **kw):
         self.finalize(model)

@@ -17,6 +17,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
 
     recipe = load_recipe(a.recipe, a.set)
     report = run_recipe(recipe, output_dir=a.output_dir, overwrite=a.overwrite or None, resume=a.resume)
+    from .core.distributed import is_main
+
+    if not is_main():  # under torchrun: rank 0 reports
+        return 0
     out = a.output_dir or recipe.export.output_dir
     after = report["metrics"].get("after", {})
     before = report["metrics"].get("before", {})

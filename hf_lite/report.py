@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .core.distributed import full
 from .core.targets import BLOCK_PATTERN
 
 
@@ -44,7 +45,7 @@ def model_report(model: nn.Module, folder: str | None = None) -> dict[str, Any]:
     layers = {}
     zeros = total = 0
     for name, m in linear_layers(model).items():
-        w = m.weight
+        w = full(m.weight.detach())  # whole, also when FSDP shards it (every rank calls this)
         if w.dtype in (torch.uint8, torch.int8):  # bitsandbytes-packed
             layers[name] = {"shape": list(w.shape), "sparsity": None, "bits": 8 if w.dtype == torch.int8 else 4}
             continue
@@ -53,7 +54,7 @@ def model_report(model: nn.Module, folder: str | None = None) -> dict[str, Any]:
         zeros += z
         total += w.numel()
     report = {
-        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "parameters": int(sum(p.numel() for p in model.parameters())),  # a DTensor's numel is the whole
         "block_linear_parameters": total,
         "sparsity": round(zeros / total, 6) if total else 0.0,
         "layers": layers,

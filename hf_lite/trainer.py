@@ -139,8 +139,9 @@ class LiteTrainerMixin:
         self.compression.trainer = self
         self.compression.check_calibration_source(self.train_dataset, self.processing_class)
         if self.teacher is not None:
-            self.teacher.to(self.args.device).eval()
-            self.teacher.requires_grad_(False)
+            if not self.is_fsdp_enabled:  # under FSDP2 it is sharded at train begin, moving only its shards
+                self.teacher.to(self.args.device)
+            self.teacher.eval().requires_grad_(False)
         self._term_sums: dict[str, torch.Tensor] = {}  # on device: no host sync per step
         self._term_count = 0
         # looked up once, not per step
@@ -178,18 +179,8 @@ class LiteTrainerMixin:
             return super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
         export = self.recipe.export if self.recipe is not None else None
-        if self.is_fsdp_enabled:  # sharded weights: every rank gathers, the main process writes a plain folder
-            from .core.distributed import full
-
-            state = {k: full(v).detach().cpu() for k, v in self.model.state_dict().items()}
-            if self.args.should_save:
-                from .export import save_model
-
-                save_model(self.model, output_dir, self.processing_class, state_dict=state)
-                for m in self.session.modifiers:
-                    m.extra_files(output_dir, export)
-        elif self.args.should_save:
-            self.session.export(self.model, output_dir, self.processing_class, export)
+        # every rank calls this (the Trainer does): sharded weights are gathered, the main process writes
+        self.session.export(self.model, output_dir, self.processing_class, export, write=self.args.should_save)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if not self.session.has_loss or not model.training:

@@ -4,6 +4,7 @@ export leaves no finished-looking folder, and a SIGKILLed run resumes to the sam
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +180,28 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, assets, famil
     assert a.keys() == b.keys()
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
     assert diff <= 1e-6, diff
+
+
+@pytest.mark.distributed
+def test_cli_under_torchrun_writes_the_model_once(tmp_path, assets):
+    """`hf-lite run` started by torchrun on 2 processes: rank 0 sets up and publishes, every rank trains;
+    the folder is complete, matches one process on the same global batch, and no work folder is left."""
+    args = (tmp_path, str(assets / "student"), str(assets / "data.tsv"))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": REPO, "OMP_NUM_THREADS": "1"}
+    for name, nproc, bs in (("ddp", 2, 4), ("single", 1, 8)):
+        recipe = write_recipe(*args, tmp_path / name, PRUNE, "max_steps: 6", name=f"{name}.yaml")
+        recipe_text = (
+            open(recipe).read().replace("per_device_train_batch_size: 8", f"per_device_train_batch_size: {bs}")
+        )
+        # no eval set: an evaluation before training changes the DDP data order (accelerate), not ours to test
+        recipe_text = recipe_text.replace(f", eval: {assets / 'data.tsv'}", "")
+        open(recipe, "w").write(recipe_text)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+               "-m", "hf_lite.cli", "run", recipe]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert not (tmp_path / f".{name}.hf_lite-run").exists()
+        report = json.load(open(tmp_path / name / "report.json"))
+        assert report["compression"]["sparsity"] == pytest.approx(0.5, abs=0.01) and report["metrics"]["train"]
+    a, b = weights(tmp_path / "ddp"), weights(tmp_path / "single")
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) <= 1e-5

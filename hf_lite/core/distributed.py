@@ -16,10 +16,36 @@ def is_distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
+def is_main() -> bool:
+    """The process that writes files (rank 0, or the only one)."""
+    return not is_distributed() or torch.distributed.get_rank() == 0
+
+
 def is_sharded(t: torch.Tensor) -> bool:
     from torch.distributed.tensor import DTensor
 
     return isinstance(t, DTensor)
+
+
+def check_supported_sharding(model: torch.nn.Module) -> None:
+    """Refuse, before training, the sharding schemes whose parameters the modifiers cannot read whole:
+    FSDP1 (flat parameter shards) and DeepSpeed ZeRO-3 (empty placeholders outside forward)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from .settings import RecipeError
+
+    if is_deepspeed_zero3_enabled() or any(hasattr(p, "ds_id") for p in model.parameters()):
+        raise RecipeError(
+            "hf_lite: DeepSpeed ZeRO-3 is not supported (parameters are empty placeholders outside forward); "
+            "use FSDP2 (fsdp='full_shard', fsdp_config={'fsdp_version': 2}) or ZeRO stage 1/2"
+        )
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    if any(isinstance(m, FullyShardedDataParallel) for m in model.modules()):
+        raise RecipeError(
+            "hf_lite: FSDP1 is not supported (it flattens parameters into shards); "
+            "use FSDP2: fsdp_config={'fsdp_version': 2} (the transformers 5 default)"
+        )
 
 
 def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
@@ -49,3 +75,24 @@ def shard_like(value: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def write_(param: torch.Tensor, value: torch.Tensor) -> None:
     """``param[...] = value`` in place, for a sharded or a plain parameter."""
     param.copy_(shard_like(value, param))
+
+
+def shard_as(module: torch.nn.Module, like: torch.nn.Module) -> torch.nn.Module:
+    """Shard ``module`` (a frozen teacher) with FSDP2 on the mesh of ``like``'s sharded parameters:
+    each transformer block, then the root, as the Trainer shards the student. In place; returned."""
+    from torch.distributed.fsdp import FSDPModule, fully_shard
+
+    from .settings import RecipeError
+    from .targets import decoder_blocks
+
+    if isinstance(module, FSDPModule):
+        return module
+    mesh = next(p.device_mesh for p in like.parameters() if is_sharded(p))
+    try:
+        _, blocks = decoder_blocks(module)
+    except RecipeError:  # no block list: one unit for the whole module
+        blocks = []
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(module, mesh=mesh)
+    return module

@@ -115,17 +115,32 @@ class CompressionSession:
         return weight
 
     # -- export ----------------------------------------------------------------------------------
-    def export(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
+    def export(
+        self,
+        model: nn.Module,
+        folder: str,
+        tokenizer: Any = None,
+        export_settings: Any = None,
+        write: bool | None = None,
+    ) -> None:
         """Write the finalized model: the last modifier with a format of its own, else plain safetensors;
-        then every modifier's extra files."""
+        then every modifier's extra files. Under DDP/FSDP every rank calls this (FSDP-sharded weights are
+        gathered) and only ``write`` (default: rank 0) writes."""
         from ..export import save_model
+        from .distributed import full, is_main, is_sharded
         from .recipe import ExportSettings
 
         export_settings = export_settings or ExportSettings()
-        if not any(m.export(model, folder, tokenizer) for m in reversed(self.modifiers)):
+        write = is_main() if write is None else write
+        if any(is_sharded(p) for p in model.parameters()):  # the modifiers with a format refuse FSDP
+            state = {k: full(v).detach().cpu() for k, v in model.state_dict().items()}
+            if write:
+                save_model(model, folder, tokenizer, state_dict=state)
+        elif write and not any(m.export(model, folder, tokenizer) for m in reversed(self.modifiers)):
             save_model(model, folder, tokenizer)
-        for m in self.modifiers:
-            m.extra_files(folder, export_settings)
+        if write:
+            for m in self.modifiers:
+                m.extra_files(folder, export_settings)
 
     def export_copy(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
         """Export what finalize would make of ``model`` now, leaving the training model and this session

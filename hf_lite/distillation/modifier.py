@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.distributed import is_sharded
 from ..core.modifier import Context, Modifier, register_modifier, teacher_inputs
 from ..core.settings import RecipeError, Settings
 
@@ -183,8 +184,10 @@ class DistillationModifier(Modifier):
             for row, m in zip(ids, mask if mask is not None else [None] * len(ids))
         ]
         missing = [i for i, k in enumerate(keys) if k not in self.cache]
-        if missing:
-            logits = teacher(**{k: v[missing] for k, v in t_inputs.items()}).logits.float().cpu()
+        # a sharded teacher's forward is a collective: every rank runs it, also with nothing to add
+        rows = missing or ([0] if any(is_sharded(p) for p in teacher.parameters()) else [])
+        if rows:
+            logits = teacher(**{k: v[rows] for k, v in t_inputs.items()}).logits.float().cpu()
             for i, row in zip(missing, logits):
                 self.cache[keys[i]] = row
         self.cache_misses += len(missing)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.distributed import full, write_
 from ..core.modifier import CompressionStep, Context, register_modifier
 from ..core.settings import RecipeError, Settings
 from ..core.targets import decoder_blocks, plain_module_name
@@ -138,6 +139,7 @@ class OneShotModifier(MaskedModifier):
     """Base: target selection and checks at initialize; ``compress`` is called once per target Linear."""
 
     one_shot = True
+    supports_sharded = True  # compress reads whole weights and writes through core.distributed
     #: the calibration statistic ``compress`` needs: ``hessian``, ``sq_norms`` or None (data-free)
     statistic: ClassVar[str | None] = None
 
@@ -196,8 +198,7 @@ class _OneShotPruning(OneShotModifier):
 
     @torch.no_grad()
     def _install(self, name: str, module: nn.Module, new_weight: torch.Tensor, mask: torch.Tensor) -> None:
-        w = base_weight(module)
-        w.copy_(new_weight.to(w.dtype))
+        write_(base_weight(module), new_weight)
         self.set_masks({name: mask})
 
 
@@ -206,7 +207,7 @@ class MagnitudeOneShotModifier(_OneShotPruning):
     """Naive baseline: zero the smallest |W| of each layer (data-free)."""
 
     def compress(self, name, module, stat) -> None:
-        w = base_weight(module)
+        w = full(base_weight(module))
         mask = alg.magnitude_mask(w, self.settings.sparsity, self.nm)
         self._install(name, module, w.float() * mask, mask)
 
@@ -218,7 +219,7 @@ class WandaModifier(_OneShotPruning):
     statistic = "sq_norms"
 
     def compress(self, name, module, stat) -> None:
-        w = base_weight(module)
+        w = full(base_weight(module))
         mask = alg.wanda_mask(w, stat, self.settings.sparsity, self.nm)
         self._install(name, module, w.float() * mask, mask)
 
@@ -232,7 +233,7 @@ class SparseGPTModifier(_OneShotPruning):
 
     def compress(self, name, module, stat) -> None:
         s = self.settings
-        new, mask = alg.sparsegpt_(base_weight(module), stat, s.sparsity, self.nm, s.block_size, s.damp)
+        new, mask = alg.sparsegpt_(full(base_weight(module)), stat, s.sparsity, self.nm, s.block_size, s.damp)
         self._install(name, module, new, mask)
 
 
@@ -247,9 +248,12 @@ class GridLinear(nn.Linear):
     _hf_lite_group: int
     _hf_lite_weight_trainable: bool  # restored at finalize
 
-    def grid_weight(self) -> torch.Tensor:
-        ratio = (self.weight_qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
-        return self.weight * ratio[:, : self.weight.shape[1]].to(self.weight.dtype)
+    def grid_weight(self, weight: torch.Tensor | None = None, qscale: torch.Tensor | None = None) -> torch.Tensor:
+        """The weight this layer computes with (from the whole tensors when given: a sharded layer)."""
+        weight = self.weight if weight is None else weight
+        qscale = self.weight_qscale if qscale is None else qscale
+        ratio = (qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
+        return weight * ratio[:, : weight.shape[1]].to(weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.grid_weight(), self.bias)
@@ -297,13 +301,12 @@ class _WeightQuantizer(OneShotModifier):
 
     @torch.no_grad()
     def _install(self, name: str, module: nn.Module, q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor):
-        w = base_weight(module)
-        w.copy_(q.to(w.dtype))
+        write_(base_weight(module), q)
         self.scales[name], self.zeros[name] = scales, zeros
         lin = getattr(module, "base_layer", module)
         if isinstance(lin, GridLinear):  # the one-shot scales become the trainable ones' start
             lin._hf_lite_scale.copy_(scales)
-            lin.weight_qscale.copy_(scales)
+            write_(lin.weight_qscale, scales)
 
     @torch.no_grad()
     def _add_scales(self, module: nn.Module) -> None:
@@ -332,8 +335,9 @@ class _WeightQuantizer(OneShotModifier):
             lin = getattr(module, "base_layer", module)
             if not isinstance(lin, GridLinear):
                 continue
-            lin.weight.copy_(lin.grid_weight())
-            self.scales[name] = lin.weight_qscale.detach().clone()
+            qscale = full(lin.weight_qscale.detach()).clone()
+            write_(lin.weight, lin.grid_weight(full(lin.weight.detach()), qscale))
+            self.scales[name] = qscale
             lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
             lin.__class__ = nn.Linear
             del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
@@ -346,13 +350,14 @@ class _WeightQuantizer(OneShotModifier):
         for name, module in self.modules.items():
             if name not in self.scales:
                 continue
-            w = base_weight(module)
+            w = full(base_weight(module).detach()).clone()
             g = s.group_size or w.shape[1]
             for gi, a in enumerate(range(0, w.shape[1], g)):
                 block = w[:, a : a + g].float()
                 snapped = alg.to_grid(block, self.scales[name][:, gi], self.zeros[name][:, gi], s.bits, s.symmetric)
                 # exact zeros are a sparse modifier's mask: keep them (a float zero point has no 0.0)
                 w[:, a : a + g] = torch.where(block == 0, block, snapped).to(w.dtype)
+            write_(base_weight(module), w)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self._fold_scales()
@@ -417,7 +422,7 @@ class RTNModifier(_WeightQuantizer):
     def compress(self, name, module, stat) -> None:
         s = self.settings
         q, scales, zeros = alg.rtn(
-            base_weight(module), s.bits, s.group_size, s.symmetric, s.observer, s.zero_point == "float"
+            full(base_weight(module)), s.bits, s.group_size, s.symmetric, s.observer, s.zero_point == "float"
         )
         self._install(name, module, q, scales, zeros)
 
@@ -432,7 +437,7 @@ class GPTQModifier(_WeightQuantizer):
     def compress(self, name, module, stat) -> None:
         s = self.settings
         q, scales, zeros = alg.gptq_(
-            base_weight(module),
+            full(base_weight(module)),
             stat,
             s.bits,
             s.group_size,

@@ -114,6 +114,7 @@ class LoraModifier(_TrainableCount):
 
     settings_cls = LoraSettings
     replaces_model = True
+    supports_sharded = True
 
     def __init__(self, settings):
         super().__init__(settings)
@@ -200,8 +201,12 @@ class LoraModifier(_TrainableCount):
         if hasattr(model, "peft_config"):  # keep the adapter alone too (written by extra_files)
             import tempfile
 
-            self.adapter_tmp = tempfile.mkdtemp(prefix="hf_lite_adapter_")
-            model.save_pretrained(self.adapter_tmp)
+            from ..core.distributed import full, is_main
+
+            state = {k: full(v) for k, v in model.state_dict().items()}  # whole tensors, also under FSDP
+            if is_main():
+                self.adapter_tmp = tempfile.mkdtemp(prefix="hf_lite_adapter_")
+                model.save_pretrained(self.adapter_tmp, state_dict=state)
         return self.merge(model)
 
     def extra_files(self, folder: str, export_settings) -> None:
@@ -248,6 +253,8 @@ def guard_cpu_4bit_training(model: nn.Module) -> int:
 @register_modifier("qlora")
 class QLoraModifier(LoraModifier):
     """Quantizes the target Linears to bitsandbytes 4-bit in place, then adds LoRA adapters."""
+
+    supports_sharded = False  # bitsandbytes 4-bit weights are not sharded by FSDP2 here
 
     settings_cls = QLoraSettings
 

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..core.distributed import broadcast_
+from ..core.distributed import broadcast_, full, is_sharded, shard_like
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction
 from ..core.targets import decoder_blocks
@@ -175,6 +175,8 @@ def _units_to_prune(units: int, fraction: float) -> int:
 class StructuredPruningModifier(Modifier):
     """Masks whole heads/neurons on a schedule; finalize slices them out and updates the config."""
 
+    supports_sharded = True
+
     settings_cls = StructuredPruningSettings
 
     def __init__(self, settings: StructuredPruningSettings):
@@ -212,7 +214,8 @@ class StructuredPruningModifier(Modifier):
             score = self.taylor[self.key(g)].clone()
         else:
             score = sum(
-                p.unit_view(p.module.weight.detach().float() ** 2, g.units).reshape(g.units, -1).sum(1) for p in g.parts
+                p.unit_view(full(p.module.weight.detach()).float() ** 2, g.units).reshape(g.units, -1).sum(1)
+                for p in g.parts
             )
         keep = self.keep.get(self.key(g))
         if keep is not None:
@@ -241,9 +244,9 @@ class StructuredPruningModifier(Modifier):
             for p in g.parts:
                 w = p.module.weight
                 units = keep.to(w.device, w.dtype).repeat_interleave(p.width)
-                self._masks.append((w, units.unsqueeze(1) if p.axis == 0 else units.unsqueeze(0)))
+                self._masks.append((w, _mask_for(w, units.unsqueeze(1) if p.axis == 0 else units.unsqueeze(0))))
                 if p.axis == 0 and p.module.bias is not None:
-                    self._masks.append((p.module.bias, units))
+                    self._masks.append((p.module.bias, _mask_for(p.module.bias, units)))
 
     @torch.no_grad()
     def apply_to_weights(self) -> None:
@@ -258,7 +261,7 @@ class StructuredPruningModifier(Modifier):
                 if not parts:
                     continue
                 contrib = sum(
-                    p.unit_view(p.module.weight.detach().float() * p.module.weight.grad.float(), g.units)
+                    p.unit_view(full(p.module.weight.detach()).float() * full(p.module.weight.grad).float(), g.units)
                     .reshape(g.units, -1)
                     .sum(1)
                     for p in parts
@@ -336,13 +339,19 @@ class StructuredPruningModifier(Modifier):
         self.apply_to_weights()
 
 
+def _mask_for(param: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A broadcastable mask as it is, or, for a sharded parameter, expanded and laid out like its shard."""
+    return shard_like(mask.expand(param.shape), param) if is_sharded(param) else mask
+
+
 def _sliced(linear: nn.Linear, axis: int, index: torch.Tensor) -> nn.Linear:
-    w = linear.weight.detach()
+    w = full(linear.weight.detach())
     out_f, in_f = (len(index), w.shape[1]) if axis == 0 else (w.shape[0], len(index))
     new = nn.Linear(in_f, out_f, bias=linear.bias is not None, device=w.device, dtype=w.dtype)
     new.weight.copy_(w.index_select(axis, index.to(w.device)))
     if linear.bias is not None:
-        new.bias.copy_(linear.bias.detach()[index.to(w.device)] if axis == 0 else linear.bias.detach())
+        bias = full(linear.bias.detach())
+        new.bias.copy_(bias[index.to(w.device)] if axis == 0 else bias)
     new.weight.requires_grad_(linear.weight.requires_grad)
     return new
 
