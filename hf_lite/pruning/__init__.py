@@ -1,4 +1,4 @@
-"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, constant, structured."""
+"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, OBS (oBERT), constant, structured."""
 
 from .modifiers import (
     ConstantPruningModifier,
@@ -8,6 +8,7 @@ from .modifiers import (
     MovementPruningModifier,
     MovementPruningSettings,
 )
+from .obs import ObsPruningModifier, ObsPruningSettings
 from .schedules import sparsity_at
 from .structured import StructuredPruningModifier, StructuredPruningSettings
 
@@ -18,6 +19,8 @@ __all__ = [
     "MagnitudePruningSettings",
     "MovementPruningModifier",
     "MovementPruningSettings",
+    "ObsPruningModifier",
+    "ObsPruningSettings",
     "StructuredPruningModifier",
     "StructuredPruningSettings",
     "sparsity_at",

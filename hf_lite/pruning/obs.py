@@ -1,0 +1,174 @@
+"""Second-order gradual pruning (oBERT: Kurtic et al. 2022, "The Optimal BERT Surgeon").
+
+The loss near the current weights is modelled by the empirical Fisher of recent gradients, per block
+of ``block_size`` consecutive weights (row-major): ``F = damp * I + (1/m) sum_i g_i g_i^T``. Its inverse
+is built with one Sherman-Morrison (Woodbury rank-1) update per gradient. A weight's saliency, the loss
+increase from zeroing it alone, is ``w_q^2 / (2 [F^-1]_qq)``; the weights with the lowest saliency are
+pruned on the usual schedules, and the survivors of each block get the OBS update that zeroes the
+pruned set ``Q`` at the least loss increase: ``dw = -F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q``.
+
+The gradients are the ones the Trainer computes anyway: the last ``num_grads`` optimizer steps since
+the previous pruning step. Nothing extra runs over the data.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Literal
+
+import torch
+from torch import nn
+
+from ..core.distributed import write_
+from ..core.modifier import Context, register_modifier
+from .base import base_weight
+from .modifiers import MagnitudePruningModifier, MagnitudePruningSettings
+
+#: blocks handled at once (bounds the float64 work memory to CHUNK * block_size^2 * 8 bytes)
+CHUNK = 8192
+
+
+def fisher_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
+    """(blocks, B, B) inverse of ``damp * I + (1/m) sum_i g_i g_i^T`` for ``grads`` of shape (m, blocks, B),
+    by one Sherman-Morrison update per gradient, in float64."""
+    m, blocks, size = grads.shape
+    finv = torch.eye(size, dtype=torch.float64, device=grads.device).repeat(blocks, 1, 1) / damp
+    for g in grads.double():
+        u = torch.bmm(finv, g.unsqueeze(-1)).squeeze(-1)
+        denom = m + (g * u).sum(-1)
+        finv -= u.unsqueeze(-1) * u.unsqueeze(-2) / denom[:, None, None]
+    return finv
+
+
+def obs_saliency(w: torch.Tensor, finv: torch.Tensor) -> torch.Tensor:
+    """Loss increase from zeroing each weight alone: ``w^2 / (2 [F^-1]_qq)``; ``w`` is (blocks, B)."""
+    return w.double() ** 2 / (2 * torch.diagonal(finv, dim1=-2, dim2=-1))
+
+
+def obs_update(w: torch.Tensor, finv: torch.Tensor, prune: torch.Tensor) -> torch.Tensor:
+    """The weights after zeroing ``prune`` (bool, (blocks, B)) at the least loss increase under ``F``:
+    ``w - F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q`` per block. The system is kept square for every block by
+    putting the identity on the kept coordinates: ``(P F^-1 P + I - P) z = P w`` gives ``z_Q``."""
+    p = prune.double()
+    w64 = w.double()
+    a = p.unsqueeze(-1) * finv * p.unsqueeze(-2) + torch.diag_embed(1.0 - p)
+    z = torch.linalg.solve(a, (p * w64).unsqueeze(-1))
+    new = w64 - torch.bmm(finv, z).squeeze(-1)
+    return torch.where(prune, torch.zeros_like(new), new)
+
+
+@dataclasses.dataclass
+class ObsPruningSettings(MagnitudePruningSettings):
+    """oBERT: gradual pruning with saliencies and weight updates from a block-wise empirical Fisher."""
+
+    #: ``global`` (the paper's choice): one saliency threshold over all targets; ``layer``: per layer
+    scope: Literal["layer", "global"] = "global"
+    #: consecutive weights (row-major) that share one Fisher block; memory at a pruning step is
+    #: ``8 * block_size^2`` bytes per block for 8192 blocks at a time
+    block_size: int = 50
+    #: gradients in the Fisher: the last ``num_grads`` optimizer steps since the previous pruning step
+    #: (so at most ``update_every``); they are kept in memory and in checkpoints, 4 bytes per weight each
+    num_grads: int = 16
+    #: ``damp`` in ``F = damp * I + (1/m) sum g g^T`` (the paper's lambda)
+    damp: float = 1e-7
+
+    def validate(self) -> None:
+        super().validate()
+        if self.block_size < 1:
+            self.fail("block_size", "must be >= 1 (the paper uses 50)")
+        if self.num_grads < 1:
+            self.fail("num_grads", "must be >= 1")
+        if not self.damp > 0:
+            self.fail("damp", "must be > 0 (the paper uses 1e-7)")
+
+
+@register_modifier("obs_pruning")
+class ObsPruningModifier(MagnitudePruningModifier):
+    """oBERT: prune the lowest OBS saliencies on a schedule and update the surviving weights."""
+
+    settings_cls = ObsPruningSettings
+    supports_sharded = False  # the Fisher blocks follow the whole weight's layout
+
+    def __init__(self, settings: ObsPruningSettings):
+        super().__init__(settings)
+        self.grads: dict[str, collections.deque] = {}
+
+    # -- gradients ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def before_optimizer_step(self, model: nn.Module, ctx: Context) -> None:
+        if ctx.step < self.end_step:  # read before the masks zero the pruned coordinates' gradients
+            for name, module in self.modules.items():
+                g = base_weight(module).grad
+                if g is not None:
+                    buf = self.grads.setdefault(name, collections.deque(maxlen=self.settings.num_grads))
+                    buf.append(g.detach().reshape(-1).float().clone())
+        super().before_optimizer_step(model, ctx)
+
+    def _blocks(self, t: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """(..., numel) -> (..., blocks, B), padded at the end with ``fill``."""
+        b = self.settings.block_size
+        pad = (-t.shape[-1]) % b
+        if pad:
+            t = torch.cat([t, t.new_full((*t.shape[:-1], pad), fill)], dim=-1)
+        return t.reshape(*t.shape[:-1], -1, b)
+
+    def _chunks(self, name: str):
+        """(weight blocks, Fisher inverse) for each chunk of blocks of target ``name``."""
+        w = self._blocks(base_weight(self.modules[name]).detach().reshape(-1).float())
+        buf = self.grads.get(name)
+        grads = self._blocks(torch.stack(list(buf))) if buf else w.new_zeros((0, *w.shape))
+        for a in range(0, w.shape[0], CHUNK):
+            yield a, w[a : a + CHUNK], fisher_inverse(grads[:, a : a + CHUNK], self.settings.damp)
+
+    # -- pruning -----------------------------------------------------------------------------------
+    def scores(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, module in self.modules.items():
+            weight = base_weight(module)
+            sal = torch.cat([obs_saliency(w, finv).reshape(-1) for _, w, finv in self._chunks(name)])
+            out[name] = sal[: weight.numel()].reshape(weight.shape).float()
+        return out
+
+    @torch.no_grad()
+    def prune(self, sparsity: float) -> None:
+        masks = self.compute_masks(sparsity)
+        for name, mask in masks.items():
+            weight = base_weight(self.modules[name])
+            prune = self._blocks((mask == 0).reshape(-1), fill=True)  # padding: zeros that stay zero
+            new = torch.cat([obs_update(w, finv, prune[a : a + len(w)]) for a, w, finv in self._chunks(name)])
+            write_(weight, new.reshape(-1)[: weight.numel()].reshape(weight.shape))
+        self.set_masks(masks)
+        self.grads = {}  # gradients of the weights before this step no longer describe the loss
+
+    def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
+        from .schedules import is_update_step
+
+        step = ctx.step
+        if step > self.end_step or not is_update_step(step, self.start_step, self.end_step, self.settings.update_every):
+            return
+        self.prune(self.target_sparsity(step))
+
+    def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if not self.masks:  # training ended before start (or no training): prune to the final target now
+            self._ensure_modules(model)
+            self.prune(self.settings.final_sparsity)
+        return super().finalize(model, ctx)
+
+    # -- state -------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state.update({f"grads.{n}": torch.stack(list(buf)).cpu() for n, buf in self.grads.items() if buf})
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.grads = {}
+        for k, v in state.items():
+            if k.startswith("grads."):
+                name = k[len("grads.") :]
+                device = base_weight(self.modules[name]).device
+                self.grads[name] = collections.deque((g.to(device) for g in v.float()), maxlen=self.settings.num_grads)
+
+
+__all__ = ["ObsPruningModifier", "ObsPruningSettings", "fisher_inverse", "obs_saliency", "obs_update"]
