@@ -27,6 +27,7 @@ SPECS = {
     "magnitude": ("llama", {"sparsity": 0.5}),
     "magnitude_pruning": ("bert", {"final_sparsity": 0.5, **STEPS}),
     "movement_pruning": ("bert", {"final_sparsity": 0.5, **STEPS}),
+    "obs_pruning": ("bert", {"final_sparsity": 0.5, "block_size": 8, **STEPS}),
     "ptq": ("bert", {"method": "rtn", "bits": 4}),
     "ptq_dynamic": ("bert", {"method": "dynamic_int8"}),
     "qat": ("bert", {"bits": 4}),
