@@ -2,7 +2,7 @@
 
 The loss near the current weights is modelled by the empirical Fisher of recent gradients, per block
 of ``block_size`` consecutive weights (row-major): ``F = damp * I + (1/m) sum_i g_i g_i^T``. Its inverse
-is built with one Sherman-Morrison (Woodbury rank-1) update per gradient. A weight's saliency, the loss
+is built with the Woodbury identity (m x m systems for m gradients). A weight's saliency, the loss
 increase from zeroing it alone, is ``w_q^2 / (2 [F^-1]_qq)``; the weights with the lowest saliency are
 pruned on the usual schedules, and the survivors of each block get the OBS update that zeroes the
 pruned set ``Q`` at the least loss increase: ``dw = -F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q``.
@@ -29,31 +29,48 @@ from .modifiers import MagnitudePruningModifier, MagnitudePruningSettings
 CHUNK = 8192
 
 
+def _woodbury_terms(grads: torch.Tensor, damp: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(G, K^-1 G) per block, with G the (blocks, m, B) gradients and K = m * damp * I + G G^T (m x m)."""
+    g = grads.double().transpose(0, 1)
+    m = g.shape[1]
+    k = m * damp * torch.eye(m, dtype=torch.float64, device=g.device) + g @ g.transpose(1, 2)
+    return g, torch.cholesky_solve(g, torch.linalg.cholesky(k))
+
+
 def fisher_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
     """(blocks, B, B) inverse of ``damp * I + (1/m) sum_i g_i g_i^T`` for ``grads`` of shape (m, blocks, B),
-    by one Sherman-Morrison update per gradient, in float64."""
+    in float64, by the Woodbury identity: ``(I - G^T (m damp I + G G^T)^-1 G) / damp``. With m below the
+    block size this solves m x m systems only."""
     m, blocks, size = grads.shape
-    finv = torch.eye(size, dtype=torch.float64, device=grads.device).repeat(blocks, 1, 1) / damp
-    for g in grads.double():
-        u = torch.bmm(finv, g.unsqueeze(-1)).squeeze(-1)
-        denom = m + (g * u).sum(-1)
-        finv -= u.unsqueeze(-1) * u.unsqueeze(-2) / denom[:, None, None]
-    return finv
+    eye = torch.eye(size, dtype=torch.float64, device=grads.device).expand(blocks, size, size)
+    if m == 0:
+        return eye / damp
+    g, y = _woodbury_terms(grads, damp)
+    return (eye - g.transpose(1, 2) @ y) / damp
 
 
-def obs_saliency(w: torch.Tensor, finv: torch.Tensor) -> torch.Tensor:
-    """Loss increase from zeroing each weight alone: ``w^2 / (2 [F^-1]_qq)``; ``w`` is (blocks, B)."""
-    return w.double() ** 2 / (2 * torch.diagonal(finv, dim1=-2, dim2=-1))
+def fisher_inverse_diagonal(grads: torch.Tensor, damp: float, blocks: int, size: int) -> torch.Tensor:
+    """The diagonal of :func:`fisher_inverse` (blocks, B), without forming the B x B matrices."""
+    if grads.shape[0] == 0:
+        return torch.full((blocks, size), 1.0 / damp, dtype=torch.float64, device=grads.device)
+    g, y = _woodbury_terms(grads, damp)
+    return (1.0 - (g * y).sum(1)) / damp
+
+
+def obs_saliency(w: torch.Tensor, finv_diag: torch.Tensor) -> torch.Tensor:
+    """Loss increase from zeroing each weight alone: ``w^2 / (2 [F^-1]_qq)``; both are (blocks, B)."""
+    return w.double() ** 2 / (2 * finv_diag)
 
 
 def obs_update(w: torch.Tensor, finv: torch.Tensor, prune: torch.Tensor) -> torch.Tensor:
     """The weights after zeroing ``prune`` (bool, (blocks, B)) at the least loss increase under ``F``:
     ``w - F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q`` per block. The system is kept square for every block by
-    putting the identity on the kept coordinates: ``(P F^-1 P + I - P) z = P w`` gives ``z_Q``."""
+    putting the identity on the kept coordinates: ``(P F^-1 P + I - P) z = P w`` gives ``z_Q``; that
+    matrix is symmetric positive definite, so a Cholesky solve does."""
     p = prune.double()
     w64 = w.double()
     a = p.unsqueeze(-1) * finv * p.unsqueeze(-2) + torch.diag_embed(1.0 - p)
-    z = torch.linalg.solve(a, (p * w64).unsqueeze(-1))
+    z = torch.cholesky_solve((p * w64).unsqueeze(-1), torch.linalg.cholesky(a))
     new = w64 - torch.bmm(finv, z).squeeze(-1)
     return torch.where(prune, torch.zeros_like(new), new)
 
@@ -114,19 +131,25 @@ class ObsPruningModifier(MagnitudePruningModifier):
         return t.reshape(*t.shape[:-1], -1, b)
 
     def _chunks(self, name: str):
-        """(weight blocks, Fisher inverse) for each chunk of blocks of target ``name``."""
+        """(first block, weight blocks, gradient blocks) for each chunk of blocks of target ``name``."""
         w = self._blocks(base_weight(self.modules[name]).detach().reshape(-1).float())
         buf = self.grads.get(name)
         grads = self._blocks(torch.stack(list(buf))) if buf else w.new_zeros((0, *w.shape))
         for a in range(0, w.shape[0], CHUNK):
-            yield a, w[a : a + CHUNK], fisher_inverse(grads[:, a : a + CHUNK], self.settings.damp)
+            yield a, w[a : a + CHUNK], grads[:, a : a + CHUNK]
 
     # -- pruning -----------------------------------------------------------------------------------
     def scores(self) -> dict[str, torch.Tensor]:
+        damp, size = self.settings.damp, self.settings.block_size
         out = {}
         for name, module in self.modules.items():
             weight = base_weight(module)
-            sal = torch.cat([obs_saliency(w, finv).reshape(-1) for _, w, finv in self._chunks(name)])
+            sal = torch.cat(
+                [
+                    obs_saliency(w, fisher_inverse_diagonal(g, damp, len(w), size)).reshape(-1)
+                    for _, w, g in self._chunks(name)
+                ]
+            )
             out[name] = sal[: weight.numel()].reshape(weight.shape).float()
         return out
 
@@ -136,7 +159,10 @@ class ObsPruningModifier(MagnitudePruningModifier):
         for name, mask in masks.items():
             weight = base_weight(self.modules[name])
             prune = self._blocks((mask == 0).reshape(-1), fill=True)  # padding: zeros that stay zero
-            new = torch.cat([obs_update(w, finv, prune[a : a + len(w)]) for a, w, finv in self._chunks(name)])
+            damp = self.settings.damp
+            new = torch.cat(
+                [obs_update(w, fisher_inverse(g, damp), prune[a : a + len(w)]) for a, w, g in self._chunks(name)]
+            )
             write_(weight, new.reshape(-1)[: weight.numel()].reshape(weight.shape))
         self.set_masks(masks)
         self.grads = {}  # gradients of the weights before this step no longer describe the loss
@@ -171,4 +197,11 @@ class ObsPruningModifier(MagnitudePruningModifier):
                 self.grads[name] = collections.deque((g.to(device) for g in v.float()), maxlen=self.settings.num_grads)
 
 
-__all__ = ["ObsPruningModifier", "ObsPruningSettings", "fisher_inverse", "obs_saliency", "obs_update"]
+__all__ = [
+    "ObsPruningModifier",
+    "ObsPruningSettings",
+    "fisher_inverse",
+    "fisher_inverse_diagonal",
+    "obs_saliency",
+    "obs_update",
+]
