@@ -303,6 +303,27 @@ def formats_table() -> str:
     return "\n".join(lines)
 
 
+def sparsity_curve_table() -> str:
+    r = load("sparsity_curve")
+    if not r:
+        return ""
+    lines = [
+        f"| method | sparsity | seed | accuracy | recovery (dense {pct(r['dense_accuracy'])}) | train time "
+        "| vs GMP | peak RSS |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(r["rows"], key=lambda x: (x["sparsity"], x["method"], x["seed"])):
+        if "accuracy" not in row:
+            lines.append(f"| {row['method']} | {pct(row['sparsity'])} | {row['seed']} | failed | | | | |")
+            continue
+        lines.append(
+            f"| {row['method']} | {pct(row['sparsity'])} | {row['seed']} | {pct(row['accuracy'])} | "
+            f"{pct(row.get('recovery'))} | {row['train_s']:.0f} s | {num(row.get('step_time_ratio_vs_gmp'), '{:.2f}x')} "
+            f"| {row['peak_rss_mib']:.0f} MiB |"
+        )
+    return "\n".join(lines)
+
+
 def obs_table() -> str:
     r = load("sst2_obs_vs_gmp90")
     if not r:
@@ -559,6 +580,24 @@ def plots(rows: list[tuple[str, dict]]) -> list[str]:
         fig.savefig(os.path.join(PLOTS, fname), dpi=120)
         plt.close(fig)
         made.append(fname)
+    curve = load("sparsity_curve")
+    if curve and any("accuracy" in r for r in curve["rows"]):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for method in sorted({r["method"] for r in curve["rows"]}):
+            pts = sorted((r["sparsity"], r["accuracy"]) for r in curve["rows"]
+                         if r["method"] == method and r.get("seed") == 0 and "accuracy" in r)  # fmt: skip
+            if pts:
+                ax.plot([100 * x for x, _ in pts], [100 * y for _, y in pts], marker="o", label=method)
+        ax.axhline(100 * curve["dense_accuracy"], color="gray", linestyle="--", label="dense")
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("SST-2 dev accuracy (%)")
+        ax.set_title("MiniLM-L6 on SST-2: pruning the dense fine-tune with KD, 1 epoch")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(os.path.join(PLOTS, "sparsity_curve.png"), dpi=120)
+        plt.close(fig)
+        made.append("sparsity_curve.png")
     layer = layer_sparsity("gmp80")
     if layer:
         fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -670,6 +709,17 @@ def main() -> None:
             "## Disk size of each saved format (dense fine-tune, reloaded with plain from_pretrained)",
             "",
             formats_table(),
+            "",
+        ]
+    if sparsity_curve_table():
+        parts += [
+            "## Sparsity-accuracy curve: GMP, movement, OBS (`make bench SECTION=sparsity`; "
+            "`bench/results/sparsity_curve.json`)",
+            "",
+            "MiniLM-L6 dense SST-2 fine-tune pruned for 1 epoch (8,000 rows) with KD from itself (logits, T 2, "
+            "alpha 0.9), global scope, schedule start 0, end 0.7, every 10 steps; each row in its own process.",
+            "",
+            sparsity_curve_table(),
             "",
         ]
     if obs_table():

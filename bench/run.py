@@ -201,6 +201,65 @@ def section_obs() -> None:
     )  # fmt: skip
 
 
+CURVE_CHILD = r"""
+import json, resource, sys, torch
+sys.path.insert(0, {repo!r})
+sys.path.insert(0, {here!r})
+torch.set_num_threads(2)
+from run import run_recipe
+report = run_recipe(json.loads({recipe!r}))
+print(json.dumps({{"accuracy": report["metrics"]["after"]["after_accuracy"], "train_s": report["timings_s"]["train_s"],
+                   "sparsity_exact": report["compression"]["sparsity"],
+                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+CURVE_METHODS = {
+    "gmp": {"type": "magnitude_pruning", "scope": "global"},
+    "movement": {"type": "movement_pruning", "scope": "global"},
+    "obs": {"type": "obs_pruning", "scope": "global"},
+}
+CURVE_SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95)
+
+
+def section_sparsity(methods: list[str] | None = None) -> None:
+    """The sparsity-accuracy curve: GMP, movement and OBS (global) at 50-95% on SST-2, each pruning the
+    dense fine-tune for 1 epoch with KD from it (logits, T 2, alpha 0.9), the same schedule (start 0, end
+    0.7, every 10 steps); at 90% also seed 1. Each row runs in its own process (its peak RSS)."""
+    folder, dense_acc = dense_reference()
+    path = os.path.join(RESULTS, "sparsity_curve.json")
+    old = json.load(open(path))["rows"] if os.path.exists(path) else []
+    rows = [r for r in old if r["method"] not in (methods or CURVE_METHODS)]
+    schedule = {"start": 0.0, "end": 0.7, "update_every": 10}
+    runs = [(m, sp, 0) for sp in CURVE_SPARSITIES for m in (methods or CURVE_METHODS)]
+    runs += [(m, 0.9, 1) for m in (methods or CURVE_METHODS)]
+    for method, sparsity, seed in runs:
+        recipe = json.loads(json.dumps(SST2_BASE))
+        recipe["model"]["name_or_path"] = folder
+        recipe["teacher"] = {"name_or_path": folder}
+        recipe["training"]["seed"] = seed
+        recipe["modifiers"] = [
+            {**CURVE_METHODS[method], **schedule, "final_sparsity": sparsity},
+            {"type": "distillation", "temperature": 2.0, "alpha": 0.9},
+        ]
+        recipe["export"] = {"output_dir": os.path.join(OUT, f"curve_{method}_{sparsity}_s{seed}"), "overwrite": True}
+        code = CURVE_CHILD.format(repo=REPO, here=HERE, recipe=json.dumps(recipe))
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+        try:
+            out = json.loads(res.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            out = {"error": res.stderr[-1500:]}
+        row = {"method": method, "sparsity": sparsity, "seed": seed, **out}
+        if "accuracy" in out:
+            row["recovery"] = out["accuracy"] / dense_acc
+        gmp = next((r for r in rows if r["method"] == "gmp" and r["sparsity"] == sparsity and r["seed"] == seed
+                    and "train_s" in r), None)  # fmt: skip
+        if gmp and "train_s" in out:
+            row["step_time_ratio_vs_gmp"] = out["train_s"] / gmp["train_s"]
+        rows.append(row)
+        print(f"[bench] curve {method} {sparsity} seed {seed}: {out.get('accuracy')}", flush=True)
+        save("sparsity_curve", {"dense_accuracy": dense_acc, "protocol": section_sparsity.__doc__, "rows": rows})
+
+
 def section_structured() -> None:
     """50% FFN neurons + 25% heads (Taylor importance) on SST-2; latency vs the dense model, interleaved."""
     from transformers import AutoModelForSequenceClassification
@@ -1211,6 +1270,7 @@ STUDIES = {
     "qlora_memory": section_qlora_memory,
     "fsdp_teacher": section_fsdp_teacher,
     "obs": section_obs,
+    "sparsity": section_sparsity,
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,
