@@ -324,28 +324,6 @@ def sparsity_curve_table() -> str:
     return "\n".join(lines)
 
 
-def obs_table() -> str:
-    r = load("sst2_obs_vs_gmp90")
-    if not r:
-        return ""
-    labels = {
-        "gmp90_again": "GMP (`magnitude_pruning`, per layer)",
-        "obs90_layer": "oBERT (`obs_pruning`, per layer)",
-        "obs90_global": "oBERT (`obs_pruning`, global)",
-    }
-    lines = [
-        f"| 90% sparse MiniLM-L6, SST-2, 1 epoch (dense {pct(r['dense_accuracy'])}) | accuracy | recovery "
-        "| train time | vs GMP |",
-        "|---|---|---|---|---|",
-    ]
-    for key, row in r["rows"].items():
-        lines.append(
-            f"| {labels.get(key, key)} | {pct(row['accuracy'])} | {pct(row['recovery'])} | {row['train_s']:.0f} s "
-            f"| {num(row['train_time_ratio_vs_gmp'], '{:.2f}x')} |"
-        )
-    return "\n".join(lines)
-
-
 def fsdp_teacher_table() -> str:
     r = load("fsdp_teacher_memory")
     if not r or any("error" in rows[0] for rows in r["rows"].values()):
@@ -720,13 +698,6 @@ def main() -> None:
             "alpha 0.9), global scope, schedule start 0, end 0.7, every 10 steps; each row in its own process.",
             "",
             sparsity_curve_table(),
-            "",
-        ]
-    if obs_table():
-        parts += [
-            "## Second-order pruning vs GMP at 90% (`make bench SECTION=obs`; same schedule, one run)",
-            "",
-            obs_table(),
             "",
         ]
     if fsdp_teacher_table():

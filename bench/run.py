@@ -176,31 +176,6 @@ def section_pruning() -> None:
     sst2_row("nm24", [{**gmp, "pattern": "2:4", "end": 0.3}], dense_acc)
 
 
-def section_obs() -> None:
-    """oBERT (obs_pruning) vs GMP at 90% on the 1-epoch SST-2 protocol, side by side in one run (same
-    schedule: start 0.05, end 0.7, every 10 steps); OBS per layer (as GMP) and global (the paper's choice)."""
-    torch.set_num_threads(2)
-    _, dense_acc = dense_reference()
-    schedule = {"start": 0.05, "end": 0.7, "update_every": 10, "final_sparsity": 0.9}
-    rows = {
-        "gmp90_again": sst2_row("gmp90_again", [{"type": "magnitude_pruning", **schedule}], dense_acc),
-        "obs90_layer": sst2_row("obs90_layer", [{"type": "obs_pruning", "scope": "layer", **schedule}], dense_acc),
-        "obs90_global": sst2_row("obs90_global", [{"type": "obs_pruning", **schedule}], dense_acc),
-    }
-    gmp_s = rows["gmp90_again"]["train_s"]
-    save(
-        "sst2_obs_vs_gmp90",
-        {
-            "dense_accuracy": dense_acc,
-            "rows": {
-                k: {"accuracy": r["accuracy"], "recovery": r["recovery"], "train_s": r["train_s"],
-                    "train_time_ratio_vs_gmp": r["train_s"] / gmp_s if gmp_s else None}
-                for k, r in rows.items()
-            },
-        },
-    )  # fmt: skip
-
-
 CURVE_CHILD = r"""
 import json, resource, sys, torch
 sys.path.insert(0, {repo!r})
@@ -1272,7 +1247,6 @@ STUDIES = {
     "smollm2_kd": section_smollm2_kd,
     "qlora_memory": section_qlora_memory,
     "fsdp_teacher": section_fsdp_teacher,
-    "obs": section_obs,
     "sparsity": section_sparsity,
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,

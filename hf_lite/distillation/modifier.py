@@ -96,6 +96,7 @@ class DistillationModifier(Modifier):
         self.n_hidden = 0  # the student's own hidden states (embeddings + one per block)
         self.cache: dict[bytes, torch.Tensor] = {}
         self.cache_hits = 0
+        self._teacher_sharded: bool | None = None
         self.cache_misses = 0
 
     @property
@@ -185,7 +186,9 @@ class DistillationModifier(Modifier):
         ]
         missing = [i for i, k in enumerate(keys) if k not in self.cache]
         # a sharded teacher's forward is a collective: every rank runs it, also with nothing to add
-        rows = missing or ([0] if any(is_sharded(p) for p in teacher.parameters()) else [])
+        if self._teacher_sharded is None:  # looked up once: the teacher is sharded at train begin, before this
+            self._teacher_sharded = any(is_sharded(p) for p in teacher.parameters())
+        rows = missing or ([0] if self._teacher_sharded else [])
         if rows:
             logits = teacher(**{k: v[rows] for k, v in t_inputs.items()}).logits.float().cpu()
             for i, row in zip(missing, logits):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from typing import Literal
 
 import torch
@@ -24,6 +25,8 @@ from ..core.distributed import write_
 from ..core.modifier import Context, register_modifier
 from .base import base_weight
 from .modifiers import MagnitudePruningModifier, MagnitudePruningSettings
+
+logger = logging.getLogger(__name__)
 
 #: blocks handled at once (bounds the float64 work memory to CHUNK * block_size^2 * 8 bytes)
 CHUNK = 8192
@@ -86,7 +89,7 @@ class ObsPruningSettings(MagnitudePruningSettings):
     block_size: int = 50
     #: gradients in the Fisher: the last ``num_grads`` optimizer steps since the previous pruning step
     #: (so at most ``update_every``); they are kept in memory and in checkpoints, 4 bytes per weight each
-    num_grads: int = 16
+    num_grads: int = 10
     #: ``damp`` in ``F = damp * I + (1/m) sum g g^T`` (the paper's lambda)
     damp: float = 1e-7
 
@@ -110,6 +113,18 @@ class ObsPruningModifier(MagnitudePruningModifier):
     def __init__(self, settings: ObsPruningSettings):
         super().__init__(settings)
         self.grads: dict[str, collections.deque] = {}
+
+    def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
+        super().on_train_begin(model, ctx)
+        s = self.settings
+        if s.num_grads > s.update_every:  # the buffer is emptied at every pruning step
+            logger.warning(
+                "obs_pruning: num_grads %d > update_every %d: the Fisher holds at most the %d gradients between "
+                "two pruning steps; raise update_every or lower num_grads",
+                s.num_grads,
+                s.update_every,
+                s.update_every,
+            )
 
     # -- gradients ---------------------------------------------------------------------------------
     @torch.no_grad()

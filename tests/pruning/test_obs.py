@@ -138,3 +138,12 @@ def test_export_reloads_with_plain_transformers(tmp_path, tiny_dataset):
     weights = [m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".layer." in n]
     zeros = sum(int((w == 0).sum()) for w in weights)
     assert zeros / sum(w.numel() for w in weights) == pytest.approx(0.75, abs=1e-3)
+
+
+def test_num_grads_above_update_every_is_warned_by_name(tmp_path, tiny_dataset, caplog):
+    import logging
+
+    recipe = [{**RECIPE[0], "num_grads": 8}]  # update_every 2: at most 2 gradients per Fisher
+    with caplog.at_level(logging.WARNING, logger="hf_lite"):
+        lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=3)
+    assert "num_grads 8 > update_every 2" in caplog.text
