@@ -8,6 +8,7 @@ machine (cores, CPU model, load average) and the numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -1213,6 +1214,87 @@ def section_peers(methods: list[str] | None = None) -> None:
         save("oneshot_vs_llmcompressor", {"peer": "llmcompressor (see versions in its venv)", "rows": rows})
 
 
+SGPT_ABLATION = {  # name: (sparsegpt_ keywords, modifier settings, calibration seed (0: the protocol's chunks), true_sequential)
+    "default": ({}, {}, 0, False),
+    "threshold_rule": ({"rule": "threshold"}, {}, 0, False),
+    "per_row": ({"per_row": True}, {}, 0, False),
+    "mask_block_32": ({"mask_block": 32}, {}, 0, False),
+    "true_sequential": ({}, {}, 0, True),
+    "float64": ({"dtype": "float64"}, {}, 0, False),
+    "damp_0.001": ({}, {"damp": 0.001}, 0, False),
+    "damp_0.1": ({}, {"damp": 0.1}, 0, False),
+    "default_cal1": ({}, {}, 1, False),
+    "default_cal2": ({}, {}, 2, False),
+}
+SGPT_PEER_ROWS = {"llmcompressor": 0, "llmcompressor_cal1": 1, "llmcompressor_cal2": 2}
+
+
+def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
+    """SparseGPT 50% on SmolLM2-135M: where does a gap to llm-compressor come from? Ours with one change at a
+    time (mask rule, mask granularity, precision, dampening, true_sequential) and both tools on two more
+    calibration sets (32 x 256 random tiny-shakespeare windows, seeds 1 and 2), WikiText-2 ppl by the
+    protocol. Rows already in bench/results/sparsegpt_ablation.json are kept."""
+    from unittest import mock
+
+    from hf_lite.models import load_model, load_tokenizer, resolve_model_path
+    from hf_lite.oneshot import algorithms as alg
+    from hf_lite.oneshot import apply_recipe_
+    from hf_lite.oneshot.apply import calibration_token_chunks
+    from hf_lite.oneshot.evaluate import perplexity, text_windows
+
+    torch.set_num_threads(2)
+    tok = load_tokenizer("smollm2-135m")
+    text = open(f"{SHARED}/tiny_shakespeare/input.txt").read()
+    cals = {0: calibration_token_chunks(text, tok, 32, 256)}
+    cals.update({s: calibration_token_chunks(text, tok, 32, 256, "random", s) for s in (1, 2)})
+    windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
+    rows = saved_rows("sparsegpt_ablation")
+    lc_python = os.environ.get("LC_PYTHON", os.path.join(os.path.dirname(REPO), "lc-venv", "bin", "python"))
+    # the peer's rows next to ours on the same calibration, so a cut-short run still compares
+    todo = names or ["default", "llmcompressor", "threshold_rule", "per_row", "mask_block_32", "true_sequential",
+                     "default_cal1", "llmcompressor_cal1", "default_cal2", "llmcompressor_cal2", "float64",
+                     "damp_0.001", "damp_0.1"]  # fmt: skip
+    for name in [n for n in todo if n not in rows]:
+        if name in SGPT_PEER_ROWS:
+            if not os.path.exists(lc_python):
+                print(f"[bench] sparsegpt ablation: {lc_python} is absent (make peers-venv)")
+                continue
+            cal_file = os.path.join(OUT, f"calibration_seed{SGPT_PEER_ROWS[name]}.json")
+            os.makedirs(OUT, exist_ok=True)
+            json.dump(cals[SGPT_PEER_ROWS[name]].tolist(), open(cal_file, "w"))
+            out = run_peer(
+                lc_python,
+                "llmcompressor_oneshot.py",
+                resolve_model_path("smollm2-135m"),
+                SHARED,
+                "sparsegpt50",
+                "",
+                cal_file,
+            )
+            rows[name] = {
+                "tool": "llmcompressor",
+                "calibration_seed": SGPT_PEER_ROWS[name],
+                **{k: out.get(k) for k in ("ppl", "compress_s", "sparsity", "error", "loadavg_before")},
+            }
+        else:
+            keywords, settings, seed, true_sequential = SGPT_ABLATION[name]
+            kw = {k: getattr(torch, v) if k == "dtype" else v for k, v in keywords.items()}
+            model = load_model("smollm2-135m", "causal-lm")
+            load = os.getloadavg()
+            t = time.perf_counter()
+            recipe = {
+                "modifiers": [{"type": "sparsegpt", "sparsity": 0.5, **settings}],
+                "calibration": {"true_sequential": true_sequential},
+            }
+            with mock.patch.object(alg, "sparsegpt_", functools.partial(alg.sparsegpt_, **kw)):
+                apply_recipe_(model, recipe, cals[seed])
+            wall = time.perf_counter() - t
+            rows[name] = {"tool": "hf_lite", "calibration_seed": seed, "change": {**keywords, **settings, **({"true_sequential": True} if true_sequential else {})},
+                          "ppl": perplexity(model, windows), "compress_s": round(wall, 1), "loadavg_before": load}  # fmt: skip
+        print(f"[bench] sparsegpt ablation {name}: {rows[name].get('ppl')}", flush=True)
+        save("sparsegpt_ablation", {"protocol": section_sparsegpt_ablation.__doc__, "rows": rows})
+
+
 # `make bench` runs CORE in this order (about an hour on 2 cores, bench/results/bench_run.json); STUDIES are
 # the extra attempts at goals the core rows miss, run by name or all together with `--section studies`.
 CORE = {
@@ -1256,6 +1338,7 @@ STUDIES = {
     "gptq_recover_wiki_scales_only": section_gptq_recover_wiki_scales_only,
     "gptq_recover_wiki_long": section_gptq_recover_wiki_long,
     "gptq_true_sequential": section_gptq_true_sequential,
+    "sparsegpt_ablation": section_sparsegpt_ablation,
     "int8_engines": section_int8_engines,
     "int4_seed1": section_int4_seed1,
     "int4_seeds": section_int4_seeds,

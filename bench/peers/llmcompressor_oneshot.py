@@ -1,7 +1,9 @@
 """One llm-compressor one-shot run under BENCH-PROTOCOL (run in a venv with llmcompressor; no hf_lite).
 
-    python bench/peers/llmcompressor_oneshot.py MODEL_DIR SHARED_DATA_DIR METHOD
-METHOD: wanda50 | sparsegpt50 | sparsegpt24 | rtn_g64 | gptq_g64. Prints one JSON line.
+    python bench/peers/llmcompressor_oneshot.py MODEL_DIR SHARED_DATA_DIR METHOD [SAVE_FILE] [CAL_FILE]
+METHOD: dense | wanda50 | sparsegpt50 | sparsegpt24 | rtn_g64 | gptq_g64. Prints one JSON line.
+SAVE_FILE: write the compressed block weights there (safetensors), for a layer-by-layer comparison ("" = no).
+CAL_FILE: a JSON list of 32 token-id lists of 256 to calibrate on instead of the protocol's chunks.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch.nn.functional as F
 
 def main() -> None:
     model_dir, data_dir, method = sys.argv[1:4]
+    save_file = sys.argv[4] if len(sys.argv) > 4 else None
+    cal_file = sys.argv[5] if len(sys.argv) > 5 else None
     torch.set_num_threads(2)
     import datasets
     from llmcompressor import oneshot
@@ -29,6 +33,8 @@ def main() -> None:
     text = open(f"{data_dir}/tiny_shakespeare/input.txt").read()
     ids = tok(text, add_special_tokens=False)["input_ids"][: 32 * 256]
     chunks = [ids[i * 256 : (i + 1) * 256] for i in range(32)]
+    if cal_file:
+        chunks = json.load(open(cal_file))
     cal = datasets.Dataset.from_dict({"input_ids": chunks, "attention_mask": [[1] * 256] * 32})
     group64 = {
         "group_0": {
@@ -40,6 +46,7 @@ def main() -> None:
     # not match and the tied lm_head/embedding matrix gets pruned too; the regex form matches both paths.
     ignore = ["re:.*lm_head"]
     recipe = {
+        "dense": lambda: None,
         "wanda50": lambda: WandaPruningModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
         "sparsegpt50": lambda: SparseGPTModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
         "sparsegpt24": lambda: SparseGPTModifier(sparsity=0.5, mask_structure="2:4", ignore=ignore),
@@ -49,14 +56,15 @@ def main() -> None:
     t = time.perf_counter()
     error = None
     try:
-        oneshot(
-            model=model,
-            dataset=cal,
-            recipe=recipe,
-            num_calibration_samples=32,
-            max_seq_length=256,
-            shuffle_calibration_samples=False,
-        )
+        if recipe is not None:
+            oneshot(
+                model=model,
+                dataset=cal,
+                recipe=recipe,
+                num_calibration_samples=32,
+                max_seq_length=256,
+                shuffle_calibration_samples=False,
+            )
     except Exception as e:  # record the exact error, as the protocol asks
         error = f"{type(e).__name__}: {e}"
     wall = time.perf_counter() - t
@@ -84,6 +92,15 @@ def main() -> None:
         out["sparsity"] = sum(int((p == 0).sum()) for p in layers) / sum(p.numel() for p in layers)
         head = model.get_output_embeddings().weight
         out["lm_head_zero_fraction"] = float((head == 0).float().mean())  # 0 unless lm_head was compressed
+        if save_file:
+            from safetensors.torch import save_file as write
+
+            blocks = {
+                n: m.weight.detach().contiguous()
+                for n, m in model.named_modules()
+                if ".layers." in n and isinstance(m, torch.nn.Linear)
+            }
+            write(blocks, save_file)
     print(json.dumps(out))
 
 

@@ -76,6 +76,23 @@ def _upper_inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("the calibration Hessian stays singular even with 1e5x damping; use more calibration samples")
 
 
+def _prune_lowest(scores: torch.Tensor, sparsity: float, per_row: bool, rule: str) -> torch.Tensor:
+    """Mask (1 keep, 0 prune) over ``scores``, pruning the lowest ``sparsity`` fraction of the whole tensor
+    or of each row. ``exact``: exactly ``round(sparsity * n)`` entries, ties broken by position.
+    ``threshold``: every score <= the ``int(sparsity * n)``-th smallest, llm-compressor's rule (one entry
+    more than ``exact``, plus any ties at the threshold)."""
+    flat = scores if per_row else scores.reshape(1, -1)
+    n = flat.shape[1]
+    if rule == "threshold":
+        thresh = torch.sort(flat, dim=1).values[:, min(int(n * sparsity), n - 1)].unsqueeze(1)
+        return (flat > thresh).to(scores.dtype).reshape(scores.shape)
+    mask = torch.ones_like(flat)
+    k = int(round(sparsity * n))
+    if k > 0:
+        mask.scatter_(1, torch.topk(flat, k, dim=1, largest=False).indices, 0.0)
+    return mask.reshape(scores.shape)
+
+
 def sparsegpt_(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -83,42 +100,47 @@ def sparsegpt_(
     nm: tuple[int, int] | None = None,
     block_size: int = 128,
     damp: float = 0.01,
+    *,
+    mask_block: int | None = None,
+    per_row: bool = False,
+    rule: str = "exact",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SparseGPT: (pruned weight, mask). Within each block of ``block_size`` columns the mask keeps
-    the weights with the largest w^2 / [H^-1]_jj^2 (exactly ``round(sparsity * numel)`` pruned per
-    block), then each column's pruning error is pushed onto the later columns."""
+    """SparseGPT: (pruned weight, mask). Every ``mask_block`` columns (default ``block_size``) the mask is
+    chosen from the already-updated weights, keeping the largest w^2 / [H^-1]_jj^2 (over the whole
+    sub-block, or ``per_row``; ``rule`` as in :func:`_prune_lowest`), then each column's pruning error is
+    pushed onto the later columns. ``dtype``: precision of the Hessian inverse and the updates."""
     w, h = _prepare(weight, hessian)
+    w, h = w.to(dtype), h.to(dtype)
     hinv = _upper_inverse_cholesky(h, damp)
     rows, cols = w.shape
     mask = torch.ones_like(w)
+    step = mask_block or block_size
     for i1 in range(0, cols, block_size):
         i2 = min(i1 + block_size, cols)
         w1 = w[:, i1:i2].clone()
         hinv1 = hinv[i1:i2, i1:i2]
+        d1 = torch.diag(hinv1).unsqueeze(0)
         err1 = torch.zeros_like(w1)
         mask1 = torch.ones_like(w1)
-        if nm is None:
-            scores = w1**2 / torch.diag(hinv1).unsqueeze(0) ** 2
-            k = int(round(sparsity * scores.numel()))
-            if k > 0:
-                mask1.view(-1)[torch.topk(scores.reshape(-1), k, largest=False).indices] = 0.0
-        n, m = nm or (0, 0)
         for i in range(i2 - i1):
-            if nm is not None and i % m == 0:  # choose the N:M group from the already-updated weights
-                group = w1[:, i : i + m] ** 2 / torch.diag(hinv1)[i : i + m].unsqueeze(0) ** 2
-                drop = torch.topk(group, m - n, dim=1, largest=False).indices
-                mask1[:, i : i + m].scatter_(1, drop, 0.0)
+            if nm is None and i % step == 0:  # choose the mask from the already-updated weights
+                j = min(i + step, i2 - i1)
+                mask1[:, i:j] = _prune_lowest(w1[:, i:j] ** 2 / d1[:, i:j] ** 2, sparsity, per_row, rule)
+            if nm is not None and i % nm[1] == 0:  # the N:M group, likewise
+                group = w1[:, i : i + nm[1]] ** 2 / d1[:, i : i + nm[1]] ** 2
+                drop = torch.topk(group, nm[1] - nm[0], dim=1, largest=False).indices
+                mask1[:, i : i + nm[1]].scatter_(1, drop, 0.0)
             col = w1[:, i]
-            d = hinv1[i, i]
             q = col * mask1[:, i]
-            e = (col - q) / d
+            e = (col - q) / hinv1[i, i]
             w1[:, i:] -= e.unsqueeze(1) @ hinv1[i, i:].unsqueeze(0)
             w1[:, i] = q
             err1[:, i] = e
         w[:, i1:i2] = w1
         mask[:, i1:i2] = mask1
         w[:, i2:] -= err1 @ hinv[i1:i2, i2:]
-    return w * mask, mask
+    return (w * mask).float(), mask.float()
 
 
 # -- integer grids ----------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ of ``block_size`` consecutive weights (row-major): ``F = damp * I + (1/m) sum_i 
 is built with the Woodbury identity (m x m systems for m gradients). A weight's saliency, the loss
 increase from zeroing it alone, is ``w_q^2 / (2 [F^-1]_qq)``; the weights with the lowest saliency are
 pruned on the usual schedules, and the survivors of each block get the OBS update that zeroes the
-pruned set ``Q`` at the least loss increase: ``dw = -F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q``.
+pruned set ``Q`` at the least loss increase: ``dw = -F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q``. With m gradients
+below the block size that update is computed in its low-rank form (:func:`obs_update_lowrank`), which
+never forms a B x B matrix.
 
 The gradients are the ones the Trainer computes anyway: the last ``num_grads`` optimizer steps since
 the previous pruning step. Nothing extra runs over the data.
@@ -76,6 +78,24 @@ def obs_update(w: torch.Tensor, finv: torch.Tensor, prune: torch.Tensor) -> torc
     z = torch.cholesky_solve((p * w64).unsqueeze(-1), torch.linalg.cholesky(a))
     new = w64 - torch.bmm(finv, z).squeeze(-1)
     return torch.where(prune, torch.zeros_like(new), new)
+
+
+def obs_update_lowrank(w: torch.Tensor, grads: torch.Tensor, prune: torch.Tensor, damp: float) -> torch.Tensor:
+    """:func:`obs_update` for ``F = damp * I + (1/m) G^T G`` (``grads``: (m, blocks, B)) in m x m systems.
+    Minimizing ``1/2 dw^T F dw`` with ``(w + dw)_Q = 0`` gives, on the kept set R,
+    ``dw_R = F_RR^-1 F_RQ w_Q = G_R^T (m damp I + G_R G_R^T)^-1 G_Q w_Q`` (the push-through identity):
+    one m x m Cholesky solve per block instead of a B x B one."""
+    w64 = w.double()
+    if grads.shape[0] == 0:  # F = damp * I: no correction, plain zeroing
+        return torch.where(prune, torch.zeros_like(w64), w64)
+    g = grads.double().transpose(0, 1)  # (blocks, m, B)
+    m = g.shape[1]
+    keep = (~prune).double().unsqueeze(1)
+    kept = g * keep
+    system = m * damp * torch.eye(m, dtype=torch.float64, device=g.device) + kept @ kept.transpose(1, 2)
+    rhs = (g * (1.0 - keep)) @ w64.unsqueeze(-1)  # G_Q w_Q, (blocks, m, 1)
+    dw = kept.transpose(1, 2) @ torch.cholesky_solve(rhs, torch.linalg.cholesky(system))
+    return torch.where(prune, torch.zeros_like(w64), w64 + dw.squeeze(-1))
 
 
 @dataclasses.dataclass
@@ -174,13 +194,16 @@ class ObsPruningModifier(MagnitudePruningModifier):
         for name, mask in masks.items():
             weight = base_weight(self.modules[name])
             prune = self._blocks((mask == 0).reshape(-1), fill=True)  # padding: zeros that stay zero
-            damp = self.settings.damp
-            new = torch.cat(
-                [obs_update(w, fisher_inverse(g, damp), prune[a : a + len(w)]) for a, w, g in self._chunks(name)]
-            )
+            new = torch.cat([self._update(w, g, prune[a : a + len(w)]) for a, w, g in self._chunks(name)])
             write_(weight, new.reshape(-1)[: weight.numel()].reshape(weight.shape))
         self.set_masks(masks)
         self.grads = {}  # gradients of the weights before this step no longer describe the loss
+
+    def _update(self, w: torch.Tensor, grads: torch.Tensor, prune: torch.Tensor) -> torch.Tensor:
+        damp, size = self.settings.damp, self.settings.block_size
+        if grads.shape[0] < size:  # the low-rank form is cheaper (and exact) while m < B
+            return obs_update_lowrank(w, grads, prune, damp)
+        return obs_update(w, fisher_inverse(grads, damp), prune)
 
     def on_step_begin(self, model: nn.Module, ctx: Context) -> None:
         from .schedules import is_update_step
@@ -219,4 +242,5 @@ __all__ = [
     "fisher_inverse_diagonal",
     "obs_saliency",
     "obs_update",
+    "obs_update_lowrank",
 ]

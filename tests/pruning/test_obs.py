@@ -6,7 +6,13 @@ import torch
 from conftest import lite, tiny_bert
 
 from hf_lite import RecipeError, load_recipe
-from hf_lite.pruning.obs import fisher_inverse, fisher_inverse_diagonal, obs_saliency, obs_update
+from hf_lite.pruning.obs import (
+    fisher_inverse,
+    fisher_inverse_diagonal,
+    obs_saliency,
+    obs_update,
+    obs_update_lowrank,
+)
 
 
 def test_woodbury_fisher_inverse_matches_linalg_inv():
@@ -79,13 +85,13 @@ def test_obs_pruning_in_the_trainer_reaches_the_target_and_updates_survivors(tmp
     import hf_lite.pruning.obs as obs
 
     seen = []
-    real = obs.fisher_inverse
+    real = obs.obs_update_lowrank
 
-    def spy(grads, damp):
+    def spy(w, grads, prune, damp):
         seen.append(grads.shape[0])
-        return real(grads, damp)
+        return real(w, grads, prune, damp)
 
-    monkeypatch.setattr(obs, "fisher_inverse", spy)
+    monkeypatch.setattr(obs, "obs_update_lowrank", spy)
     trainer = lite(tmp_path, tiny_dataset, RECIPE, model=tiny_bert(dropout=0.0), max_steps=8)
     mod = trainer.session.modifiers[0]
     assert mod.stats()["sparsity"] == pytest.approx(0.75, abs=1e-3)
@@ -147,3 +153,18 @@ def test_num_grads_above_update_every_is_warned_by_name(tmp_path, tiny_dataset, 
     with caplog.at_level(logging.WARNING, logger="hf_lite"):
         lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(dropout=0.0), max_steps=3)
     assert "num_grads 8 > update_every 2" in caplog.text
+
+
+@pytest.mark.parametrize("m", [0, 3, 9])
+def test_lowrank_obs_update_equals_the_full_one(m):
+    torch.manual_seed(2)
+    blocks, size, damp = 5, 8, 1e-3
+    grads = torch.randn(m, blocks, size)
+    w = torch.randn(blocks, size)
+    prune = torch.rand(blocks, size) < 0.4
+    prune[0] = False  # nothing pruned in a block: it stays as it is
+    prune[1] = True  # everything pruned
+    full = obs_update(w, fisher_inverse(grads, damp), prune)
+    low = obs_update_lowrank(w, grads, prune, damp)
+    assert torch.allclose(low, full, rtol=1e-7, atol=1e-9)
+    assert torch.equal(low[0], w[0].double()) and bool((low[1] == 0).all())
