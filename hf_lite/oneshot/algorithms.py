@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from ..pruning.masks import nm_mask
+from ..pruning.masks import nm_mask, prune_lowest
 
 
 # -- pruning masks ---------------------------------------------------------------------------------
@@ -24,11 +24,7 @@ def _row_mask(scores: torch.Tensor, sparsity: float, nm: tuple[int, int] | None)
     """Prune the lowest scores of every row (exactly ``round(sparsity * cols)`` per row) or N:M groups."""
     if nm is not None:
         return nm_mask(scores, *nm)
-    k = int(round(sparsity * scores.shape[1]))
-    mask = torch.ones_like(scores)
-    if k > 0:
-        mask.scatter_(1, torch.topk(scores, k, dim=1, largest=False).indices, 0.0)
-    return mask
+    return prune_lowest(scores, sparsity, per_row=True)
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None) -> torch.Tensor:
@@ -36,11 +32,7 @@ def magnitude_mask(weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | 
     scores = weight.detach().float().abs()
     if nm is not None:
         return nm_mask(scores, *nm)
-    k = int(round(sparsity * scores.numel()))
-    mask = torch.ones_like(scores)
-    if k > 0:
-        mask.view(-1)[torch.topk(scores.view(-1), k, largest=False).indices] = 0.0
-    return mask
+    return prune_lowest(scores, sparsity)
 
 
 def wanda_mask(
@@ -76,23 +68,6 @@ def _upper_inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
     raise RuntimeError("the calibration Hessian stays singular even with 1e5x damping; use more calibration samples")
 
 
-def _prune_lowest(scores: torch.Tensor, sparsity: float, per_row: bool, rule: str) -> torch.Tensor:
-    """Mask (1 keep, 0 prune) over ``scores``, pruning the lowest ``sparsity`` fraction of the whole tensor
-    or of each row. ``exact``: exactly ``round(sparsity * n)`` entries, ties broken by position.
-    ``threshold``: every score <= the ``int(sparsity * n)``-th smallest, llm-compressor's rule (one entry
-    more than ``exact``, plus any ties at the threshold)."""
-    flat = scores if per_row else scores.reshape(1, -1)
-    n = flat.shape[1]
-    if rule == "threshold":
-        thresh = torch.sort(flat, dim=1).values[:, min(int(n * sparsity), n - 1)].unsqueeze(1)
-        return (flat > thresh).to(scores.dtype).reshape(scores.shape)
-    mask = torch.ones_like(flat)
-    k = int(round(sparsity * n))
-    if k > 0:
-        mask.scatter_(1, torch.topk(flat, k, dim=1, largest=False).indices, 0.0)
-    return mask.reshape(scores.shape)
-
-
 def sparsegpt_(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -108,7 +83,7 @@ def sparsegpt_(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT: (pruned weight, mask). Every ``mask_block`` columns (default ``block_size``) the mask is
     chosen from the already-updated weights, keeping the largest w^2 / [H^-1]_jj^2 (over the whole
-    sub-block, or ``per_row``; ``rule`` as in :func:`_prune_lowest`), then each column's pruning error is
+    sub-block, or ``per_row``; ``rule`` as in :func:`prune_lowest`), then each column's pruning error is
     pushed onto the later columns. ``dtype``: precision of the Hessian inverse and the updates."""
     w, h = _prepare(weight, hessian)
     w, h = w.to(dtype), h.to(dtype)
@@ -126,7 +101,7 @@ def sparsegpt_(
         for i in range(i2 - i1):
             if nm is None and i % step == 0:  # choose the mask from the already-updated weights
                 j = min(i + step, i2 - i1)
-                mask1[:, i:j] = _prune_lowest(w1[:, i:j] ** 2 / d1[:, i:j] ** 2, sparsity, per_row, rule)
+                mask1[:, i:j] = prune_lowest(w1[:, i:j] ** 2 / d1[:, i:j] ** 2, sparsity, per_row, rule)
             if nm is not None and i % nm[1] == 0:  # the N:M group, likewise
                 group = w1[:, i : i + nm[1]] ** 2 / d1[:, i : i + nm[1]] ** 2
                 drop = torch.topk(group, nm[1] - nm[0], dim=1, largest=False).indices

@@ -15,13 +15,24 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the largest ``(1 - sparsity)`` fraction of ``scores`` (exact count, ties broken by index)."""
-    k = int(round(sparsity * scores.numel()))
-    mask = torch.ones_like(scores)
-    if k <= 0:
-        return mask
-    idx = torch.topk(scores.reshape(-1), k, largest=False, sorted=False).indices
-    mask.view(-1)[idx] = 0.0
-    return mask
+    return prune_lowest(scores, sparsity)
+
+
+def prune_lowest(scores: torch.Tensor, sparsity: float, per_row: bool = False, rule: str = "exact") -> torch.Tensor:
+    """Mask (1 keep, 0 prune) over ``scores``, pruning the lowest ``sparsity`` fraction of the whole tensor
+    or of each row. ``exact``: exactly ``round(sparsity * n)`` entries, ties broken by position.
+    ``threshold``: every score <= the ``int(sparsity * n)``-th smallest, llm-compressor's rule (one entry
+    more than ``exact``, plus any ties at the threshold)."""
+    flat = scores if per_row else scores.reshape(1, -1)
+    n = flat.shape[1]
+    if rule == "threshold":
+        thresh = torch.sort(flat, dim=1).values[:, min(int(n * sparsity), n - 1)].unsqueeze(1)
+        return (flat > thresh).to(scores.dtype).reshape(scores.shape)
+    mask = torch.ones_like(flat)
+    k = int(round(sparsity * n))
+    if k > 0:
+        mask.scatter_(1, torch.topk(flat, k, dim=1, largest=False).indices, 0.0)
+    return mask.reshape(scores.shape)
 
 
 def global_masks(scores: dict[str, torch.Tensor], sparsity: float) -> dict[str, torch.Tensor]:
