@@ -1225,6 +1225,10 @@ SGPT_ABLATION = {  # name: (sparsegpt_ keywords, modifier settings, calibration 
     "damp_0.1": ({}, {"damp": 0.1}, 0, False),
     "default_cal1": ({}, {}, 1, False),
     "default_cal2": ({}, {}, 2, False),
+    "mask_block_32_cal1": ({"mask_block": 32}, {}, 1, False),
+    "mask_block_32_cal2": ({"mask_block": 32}, {}, 2, False),
+    "threshold_rule_cal1": ({"rule": "threshold"}, {}, 1, False),
+    "threshold_rule_cal2": ({"rule": "threshold"}, {}, 2, False),
 }
 SGPT_PEER_ROWS = {"llmcompressor": 0, "llmcompressor_cal1": 1, "llmcompressor_cal2": 2}
 
@@ -1253,7 +1257,8 @@ def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
     # the peer's rows next to ours on the same calibration, so a cut-short run still compares
     todo = names or ["default", "llmcompressor", "threshold_rule", "per_row", "mask_block_32", "true_sequential",
                      "default_cal1", "llmcompressor_cal1", "default_cal2", "llmcompressor_cal2", "float64",
-                     "damp_0.001", "damp_0.1"]  # fmt: skip
+                     "damp_0.001", "damp_0.1", "mask_block_32_cal1", "mask_block_32_cal2", "threshold_rule_cal1",
+                     "threshold_rule_cal2"]  # fmt: skip
     for name in [n for n in todo if n not in rows]:
         if name in SGPT_PEER_ROWS:
             if not os.path.exists(lc_python):
@@ -1354,7 +1359,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--section", nargs="+", default=["all"], choices=["all", "studies", *SECTIONS])
     p.add_argument(
-        "--methods", nargs="*", help=f"oneshot: a subset of {list(ONESHOT_METHODS)}; peers: of {list(PEER_METHODS)}"
+        "--methods",
+        nargs="*",
+        help=f"oneshot: a subset of {list(ONESHOT_METHODS)}; peers: of {list(PEER_METHODS)}; sparsegpt_ablation: row names",
     )
     a = p.parse_args()
     names: list[str] = []
@@ -1365,7 +1372,7 @@ def main() -> None:
     for name in names:
         t = time.perf_counter()
         fn = SECTIONS[name]
-        fn(a.methods) if name in ("oneshot", "peers") else fn()
+        fn(a.methods) if name in ("oneshot", "peers", "sparsegpt_ablation", "sparsity") else fn()
         DONE.add(name)
         run["sections"][name] = round(time.perf_counter() - t, 1)
         print(f"[bench] section {name}: {run['sections'][name]:.0f} s")

@@ -62,10 +62,15 @@ class SparseGPTSettings(OneShotPruningSettings):
     block_size: int = 128
     #: Hessian dampening, as a fraction of its mean diagonal
     damp: float = 0.01
+    #: unstructured only: the mask is chosen every ``mask_block`` columns from the already-updated
+    #: weights (null: once per ``block_size`` block, as the paper and llm-compressor do)
+    mask_block: int | None = None
 
     def validate(self) -> None:
         super().validate()
         _check_solver(self)
+        if self.mask_block is not None and not 1 <= self.mask_block <= self.block_size:
+            self.fail("mask_block", f"must be between 1 and block_size ({self.block_size}), or null")
 
 
 @dataclasses.dataclass
@@ -233,7 +238,9 @@ class SparseGPTModifier(_OneShotPruning):
 
     def compress(self, name, module, stat) -> None:
         s = self.settings
-        new, mask = alg.sparsegpt_(full(base_weight(module)), stat, s.sparsity, self.nm, s.block_size, s.damp)
+        new, mask = alg.sparsegpt_(
+            full(base_weight(module)), stat, s.sparsity, self.nm, s.block_size, s.damp, mask_block=s.mask_block
+        )
         self._install(name, module, new, mask)
 
 

@@ -30,7 +30,7 @@ from .modifiers import MagnitudePruningModifier, MagnitudePruningSettings
 
 logger = logging.getLogger(__name__)
 
-#: blocks handled at once (bounds the float64 work memory to CHUNK * block_size^2 * 8 bytes)
+#: blocks handled at once (bounds the float64 work memory to a few CHUNK * num_grads * block_size tensors)
 CHUNK = 8192
 
 
@@ -104,8 +104,9 @@ class ObsPruningSettings(MagnitudePruningSettings):
 
     #: ``global`` (the paper's choice): one saliency threshold over all targets; ``layer``: per layer
     scope: Literal["layer", "global"] = "global"
-    #: consecutive weights (row-major) that share one Fisher block; memory at a pruning step is
-    #: ``8 * block_size^2`` bytes per block for 8192 blocks at a time
+    #: consecutive weights (row-major) that share one Fisher block; work memory at a pruning step is
+    #: ``8 * num_grads * block_size`` bytes per block (``8 * block_size^2`` once num_grads >= block_size),
+    #: 8192 blocks at a time
     block_size: int = 50
     #: gradients in the Fisher: the last ``num_grads`` optimizer steps since the previous pruning step
     #: (so at most ``update_every``); they are kept in memory and in checkpoints, 4 bytes per weight each

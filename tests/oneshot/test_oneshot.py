@@ -16,6 +16,7 @@ from hf_lite.oneshot import apply_recipe_
 from hf_lite.oneshot.apply import calibration_token_chunks
 from hf_lite.oneshot.modifiers import GRID_FILE
 from hf_lite.oneshot.sequential import capture_block_inputs, linear_stages, run_sequential
+from hf_lite.pruning.masks import prune_lowest
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -107,6 +108,40 @@ def test_sparsegpt_beats_wanda_and_magnitude_on_the_same_layer():
         assert float((sgpt == 0).float().mean()) == 0.5
         assert torch.equal(sgpt == 0, mask == 0)
         assert err(sgpt) < err(wanda) < err(mag)
+
+
+def test_sparsegpt_mask_selection_options():
+    x = correlated_inputs()
+    w = torch.randn(48, 64, generator=torch.Generator().manual_seed(3))
+    h = 2 * x.t() @ x / x.shape[0]
+    base, _ = alg.sparsegpt_(w, h, 0.5, block_size=32)
+    same, _ = alg.sparsegpt_(w, h, 0.5, block_size=32, mask_block=32)
+    assert torch.equal(base, same)  # mask_block = block_size is the paper's selection
+    f64, _ = alg.sparsegpt_(w, h, 0.5, block_size=32, dtype=torch.float64)
+    assert float((f64 - base).norm() / base.norm()) < 1e-3
+    for kw in ({"mask_block": 8}, {"per_row": True}):
+        q, mask = alg.sparsegpt_(w, h, 0.5, block_size=32, **kw)
+        assert float((mask == 0).float().mean()) == 0.5
+        assert torch.equal(q == 0, mask == 0)
+    row, _ = alg.sparsegpt_(w, h, 0.5, block_size=32, per_row=True)
+    assert bool(((row == 0).sum(1) == 32).all())  # every output row exactly half
+    # llm-compressor's rule: everything <= the int(n * s)-th smallest score, one more per block than exact
+    _, thr = alg.sparsegpt_(w, h, 0.5, block_size=32, rule="threshold")
+    assert int((thr == 0).sum()) == 48 * 64 // 2 + 2
+
+
+def test_prune_lowest_rules():
+    scores = torch.tensor([[3.0, 1.5, 2.0, 2.5], [0.0, 5.0, 4.0, 1.0]])
+    assert prune_lowest(scores, 0.5).tolist() == [[1, 0, 0, 1], [0, 1, 1, 0]]
+    assert prune_lowest(scores, 0.5, per_row=True).tolist() == [[1, 0, 0, 1], [0, 1, 1, 0]]
+    # threshold at the 2nd smallest of each row (2.0 and 1.0): ties at the threshold go too
+    ties = torch.tensor([[3.0, 1.0, 2.0, 2.0], [0.0, 5.0, 4.0, 1.0]])
+    assert prune_lowest(ties, 0.25, per_row=True, rule="threshold").tolist() == [[1, 0, 0, 0], [0, 1, 1, 0]]
+
+
+def test_sparsegpt_mask_block_setting_is_checked():
+    with pytest.raises(RecipeError, match="mask_block"):
+        load_recipe({"modifiers": [{"type": "sparsegpt", "block_size": 64, "mask_block": 128}]})
 
 
 def test_gptq_keeps_existing_zeros():
