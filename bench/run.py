@@ -195,6 +195,40 @@ CURVE_METHODS = {
 }
 
 
+def curve_row(folder: str, method: str, sparsity: float, seed: int, epochs: int = 1) -> dict:
+    """One sparsity-curve run in its own process (its peak RSS): ``method`` prunes the dense fine-tune in
+    ``folder`` to ``sparsity`` with KD from it, schedule start 0, end 0.7, every 10 steps."""
+    recipe = json.loads(json.dumps(SST2_BASE))
+    recipe["model"]["name_or_path"] = folder
+    recipe["teacher"] = {"name_or_path": folder}
+    recipe["training"].update(seed=seed, num_train_epochs=epochs)
+    recipe["modifiers"] = [
+        {**CURVE_METHODS[method], "start": 0.0, "end": 0.7, "update_every": 10, "final_sparsity": sparsity},
+        {"type": "distillation", "temperature": 2.0, "alpha": 0.9},
+    ]
+    out_dir = os.path.join(OUT, f"curve_{method}_{sparsity}_s{seed}_e{epochs}")
+    recipe["export"] = {"output_dir": out_dir, "overwrite": True}
+    code = CURVE_CHILD.format(repo=REPO, here=HERE, recipe=json.dumps(recipe))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
+    try:
+        out = json.loads(res.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        out = {"error": res.stderr[-1500:]}
+    return {"method": method, "sparsity": sparsity, "seed": seed, **({"epochs": epochs} if epochs != 1 else {}), **out}
+
+
+def _add_curve_row(rows: list[dict], row: dict, dense_acc: float) -> None:
+    if "accuracy" in row:
+        row["recovery"] = row["accuracy"] / dense_acc
+    same = ("sparsity", "seed", "epochs")
+    gmp = next((r for r in rows if r["method"] == "gmp" and all(r.get(k) == row.get(k) for k in same)
+                and "train_s" in r), None)  # fmt: skip
+    if gmp and "train_s" in row:
+        row["step_time_ratio_vs_gmp"] = row["train_s"] / gmp["train_s"]
+    rows.append(row)
+
+
 def section_sparsity(methods: list[str] | None = None) -> None:
     """The sparsity-accuracy curve: GMP, movement and OBS (global) at 50-95% on SST-2, each pruning the
     dense fine-tune for 1 epoch with KD from it (logits, T 2, alpha 0.9), the same schedule (start 0, end
@@ -204,39 +238,31 @@ def section_sparsity(methods: list[str] | None = None) -> None:
     old = json.load(open(path))["rows"] if os.path.exists(path) else []
     rows = [r for r in old if "accuracy" in r]  # rows already measured are kept, not run again
     done = {(r["method"], r["sparsity"], r["seed"]) for r in rows}
-    schedule = {"start": 0.0, "end": 0.7, "update_every": 10}
     # the most telling rows first (90%, 80%, the second seed at 90%), so a cut-short run still says most
     order = (0.9, 0.8, "seed", 0.7, 0.95, 0.5)
     runs = [(m, 0.9, 1) if sp == "seed" else (m, sp, 0) for sp in order for m in (methods or CURVE_METHODS)]
     for method, sparsity, seed in runs:
         if (method, sparsity, seed) in done:
             continue
-        recipe = json.loads(json.dumps(SST2_BASE))
-        recipe["model"]["name_or_path"] = folder
-        recipe["teacher"] = {"name_or_path": folder}
-        recipe["training"]["seed"] = seed
-        recipe["modifiers"] = [
-            {**CURVE_METHODS[method], **schedule, "final_sparsity": sparsity},
-            {"type": "distillation", "temperature": 2.0, "alpha": 0.9},
-        ]
-        recipe["export"] = {"output_dir": os.path.join(OUT, f"curve_{method}_{sparsity}_s{seed}"), "overwrite": True}
-        code = CURVE_CHILD.format(repo=REPO, here=HERE, recipe=json.dumps(recipe))
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             env={**os.environ, "HF_HUB_OFFLINE": "1"})  # fmt: skip
-        try:
-            out = json.loads(res.stdout.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            out = {"error": res.stderr[-1500:]}
-        row = {"method": method, "sparsity": sparsity, "seed": seed, **out}
-        if "accuracy" in out:
-            row["recovery"] = out["accuracy"] / dense_acc
-        gmp = next((r for r in rows if r["method"] == "gmp" and r["sparsity"] == sparsity and r["seed"] == seed
-                    and "train_s" in r), None)  # fmt: skip
-        if gmp and "train_s" in out:
-            row["step_time_ratio_vs_gmp"] = out["train_s"] / gmp["train_s"]
-        rows.append(row)
-        print(f"[bench] curve {method} {sparsity} seed {seed}: {out.get('accuracy')}", flush=True)
+        _add_curve_row(rows, curve_row(folder, method, sparsity, seed), dense_acc)
+        print(f"[bench] curve {method} {sparsity} seed {seed}: {rows[-1].get('accuracy')}", flush=True)
         save("sparsity_curve", {"dense_accuracy": dense_acc, "protocol": section_sparsity.__doc__, "rows": rows})
+
+
+def section_sparsity_budget() -> None:
+    """The curve's 90% rows of GMP and OBS with a 3-epoch budget instead of 1 (same schedule fractions, so
+    three times the steps between pruning steps and after the last one)."""
+    folder, dense_acc = dense_reference()
+    rows = [r for r in saved_rows("sparsity_budget") or [] if "accuracy" in r]
+    done = {(r["method"], r["sparsity"]) for r in rows}
+    for method in ("gmp", "obs"):
+        if (method, 0.9) in done:
+            continue
+        _add_curve_row(rows, curve_row(folder, method, 0.9, 0, epochs=3), dense_acc)
+        print(f"[bench] budget {method} 0.9 3 epochs: {rows[-1].get('accuracy')}", flush=True)
+        save(
+            "sparsity_budget", {"dense_accuracy": dense_acc, "protocol": section_sparsity_budget.__doc__, "rows": rows}
+        )
 
 
 def section_structured() -> None:
@@ -1214,28 +1240,40 @@ def section_peers(methods: list[str] | None = None) -> None:
         save("oneshot_vs_llmcompressor", {"peer": "llmcompressor (see versions in its venv)", "rows": rows})
 
 
+# Every ablation row starts from the paper's (and llm-compressor's) damp 0.01, hf_lite's default before this
+# ablation moved it to 0.1, so the rows stay comparable with the peer's defaults.
+SGPT_ABLATION_BASE = {"damp": 0.01}
 SGPT_ABLATION = {  # name: (sparsegpt_ keywords, modifier settings, calibration seed (0: the protocol's chunks), true_sequential)
     "default": ({}, {}, 0, False),
     "threshold_rule": ({"rule": "threshold"}, {}, 0, False),
     "per_row": ({"per_row": True}, {}, 0, False),
-    "mask_block_32": ({"mask_block": 32}, {}, 0, False),
+    "mask_block_32": ({}, {"mask_block": 32}, 0, False),
     "true_sequential": ({}, {}, 0, True),
     "float64": ({"dtype": "float64"}, {}, 0, False),
     "damp_0.001": ({}, {"damp": 0.001}, 0, False),
     "damp_0.1": ({}, {"damp": 0.1}, 0, False),
     "default_cal1": ({}, {}, 1, False),
     "default_cal2": ({}, {}, 2, False),
-    "mask_block_32_cal1": ({"mask_block": 32}, {}, 1, False),
-    "mask_block_32_cal2": ({"mask_block": 32}, {}, 2, False),
+    "mask_block_32_cal1": ({}, {"mask_block": 32}, 1, False),
+    "mask_block_32_cal2": ({}, {"mask_block": 32}, 2, False),
+    "damp_0.1_cal1": ({}, {"damp": 0.1}, 1, False),
+    "damp_0.1_cal2": ({}, {"damp": 0.1}, 2, False),
     "threshold_rule_cal1": ({"rule": "threshold"}, {}, 1, False),
     "threshold_rule_cal2": ({"rule": "threshold"}, {}, 2, False),
 }
-SGPT_PEER_ROWS = {"llmcompressor": 0, "llmcompressor_cal1": 1, "llmcompressor_cal2": 2}
+SGPT_PEER_ROWS = {  # name: (calibration seed, method of bench/peers/llmcompressor_oneshot.py)
+    "llmcompressor": (0, "sparsegpt50"),
+    "llmcompressor_cal1": (1, "sparsegpt50"),
+    "llmcompressor_cal2": (2, "sparsegpt50"),
+    "llmcompressor_damp_0.1": (0, "sparsegpt50_damp0.1"),
+    "llmcompressor_damp_0.1_cal1": (1, "sparsegpt50_damp0.1"),
+    "llmcompressor_damp_0.1_cal2": (2, "sparsegpt50_damp0.1"),
+}
 
 
 def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
     """SparseGPT 50% on SmolLM2-135M: where does a gap to llm-compressor come from? Ours with one change at a
-    time (mask rule, mask granularity, precision, dampening, true_sequential) and both tools on two more
+    time from damp 0.01 (mask rule, mask granularity, precision, dampening, true_sequential) and both tools on two more
     calibration sets (32 x 256 random tiny-shakespeare windows, seeds 1 and 2), WikiText-2 ppl by the
     protocol. Rows already in bench/results/sparsegpt_ablation.json are kept."""
     from unittest import mock
@@ -1257,28 +1295,31 @@ def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
     # the peer's rows next to ours on the same calibration, so a cut-short run still compares
     todo = names or ["default", "llmcompressor", "threshold_rule", "per_row", "mask_block_32", "true_sequential",
                      "default_cal1", "llmcompressor_cal1", "default_cal2", "llmcompressor_cal2", "float64",
-                     "damp_0.001", "damp_0.1", "mask_block_32_cal1", "mask_block_32_cal2", "threshold_rule_cal1",
-                     "threshold_rule_cal2"]  # fmt: skip
+                     "damp_0.001", "damp_0.1", "mask_block_32_cal1", "mask_block_32_cal2", "damp_0.1_cal1",
+                     "damp_0.1_cal2", "llmcompressor_damp_0.1", "llmcompressor_damp_0.1_cal1",
+                     "llmcompressor_damp_0.1_cal2", "threshold_rule_cal1", "threshold_rule_cal2"]  # fmt: skip
     for name in [n for n in todo if n not in rows]:
         if name in SGPT_PEER_ROWS:
             if not os.path.exists(lc_python):
                 print(f"[bench] sparsegpt ablation: {lc_python} is absent (make peers-venv)")
                 continue
-            cal_file = os.path.join(OUT, f"calibration_seed{SGPT_PEER_ROWS[name]}.json")
+            seed, method = SGPT_PEER_ROWS[name]
+            cal_file = os.path.join(OUT, f"calibration_seed{seed}.json")
             os.makedirs(OUT, exist_ok=True)
-            json.dump(cals[SGPT_PEER_ROWS[name]].tolist(), open(cal_file, "w"))
+            json.dump(cals[seed].tolist(), open(cal_file, "w"))
             out = run_peer(
                 lc_python,
                 "llmcompressor_oneshot.py",
                 resolve_model_path("smollm2-135m"),
                 SHARED,
-                "sparsegpt50",
+                method,
                 "",
                 cal_file,
             )
             rows[name] = {
                 "tool": "llmcompressor",
-                "calibration_seed": SGPT_PEER_ROWS[name],
+                "calibration_seed": seed,
+                "change": {"dampening_frac": 0.1} if "damp" in name else {},
                 **{k: out.get(k) for k in ("ppl", "compress_s", "sparsity", "error", "loadavg_before")},
             }
         else:
@@ -1288,7 +1329,7 @@ def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
             load = os.getloadavg()
             t = time.perf_counter()
             recipe = {
-                "modifiers": [{"type": "sparsegpt", "sparsity": 0.5, **settings}],
+                "modifiers": [{"type": "sparsegpt", "sparsity": 0.5, **SGPT_ABLATION_BASE, **settings}],
                 "calibration": {"true_sequential": true_sequential},
             }
             with mock.patch.object(alg, "sparsegpt_", functools.partial(alg.sparsegpt_, **kw)):
@@ -1298,6 +1339,66 @@ def section_sparsegpt_ablation(names: list[str] | None = None) -> None:
                           "ppl": perplexity(model, windows), "compress_s": round(wall, 1), "loadavg_before": load}  # fmt: skip
         print(f"[bench] sparsegpt ablation {name}: {rows[name].get('ppl')}", flush=True)
         save("sparsegpt_ablation", {"protocol": section_sparsegpt_ablation.__doc__, "rows": rows})
+
+
+def section_deploy_ct() -> None:
+    """SmolLM2-135M GPTQ int4 (symmetric, g64 and g32; protocol calibration) exported as compressed-tensors
+    pack-quantized: bytes of the block Linears' weights against the fp32 export, the whole folders, and the
+    folder reloaded by transformers (compressed-tensors installed, no hf_lite code in the load path):
+    WikiText-2 ppl by the protocol and the largest logit difference to our export on 2 x 128 tokens."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.models import load_model, load_tokenizer
+    from hf_lite.oneshot import apply_recipe_
+    from hf_lite.oneshot.apply import calibration_token_chunks
+    from hf_lite.oneshot.evaluate import perplexity, text_windows
+    from hf_lite.report import folder_size
+
+    torch.set_num_threads(2)
+    tok = load_tokenizer("smollm2-135m")
+    cal = calibration_token_chunks(open(f"{SHARED}/tiny_shakespeare/input.txt").read(), tok, 32, 256)
+    windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
+
+    def block_bytes(path: str) -> int:
+        """Bytes of the block Linears' tensors (weights, or packed codes + scales + shapes); norms excluded."""
+        with safe_open(path, "pt") as f:
+            tensors = [f.get_tensor(k) for k in f.keys() if ".layers." in k and "norm" not in k]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    rows = {}
+    for group in (64, 32):
+        spec = {"type": "gptq", "bits": 4, "group_size": group, "symmetric": True}
+        model = load_model("smollm2-135m", "causal-lm")
+        session = apply_recipe_(model, {"modifiers": [spec]}, cal)
+        folder = os.path.join(OUT, f"deploy_ct_g{group}")
+        shutil.rmtree(folder, ignore_errors=True)
+        settings = load_recipe({"modifiers": [spec], "export": {"formats": ["safetensors", "compressed-tensors"]}})
+        t = time.perf_counter()
+        session.export(model, folder, tok, settings.export)
+        export_s = time.perf_counter() - t
+        ct = os.path.join(folder, "compressed-tensors")
+        reloaded = AutoModelForCausalLM.from_pretrained(ct).eval()
+        ids = windows[:2, :128]
+        with torch.no_grad():
+            diff = (reloaded(ids).logits - model(ids).logits).abs().max().item()
+        dense_block = block_bytes(os.path.join(folder, "model.safetensors"))
+        ct_block = block_bytes(os.path.join(ct, "model.safetensors"))
+        rows[f"gptq_g{group}_sym"] = {
+            "modifier": spec,
+            "ppl_ours": perplexity(model, windows),
+            "ppl_reloaded": perplexity(reloaded, windows),
+            "max_logit_diff": diff,
+            "block_weight_bytes_fp32": dense_block,
+            "block_weight_bytes_ct": ct_block,
+            "block_ratio": ct_block / dense_block,
+            "folder_mib_fp32": folder_size(folder) / 2**20,
+            "folder_mib_ct": folder_size(ct) / 2**20,
+            "export_s": round(export_s, 1),
+        }
+        print(f"[bench] deploy_ct g{group}: {rows[f'gptq_g{group}_sym']}", flush=True)
+        save("deploy_compressed_tensors", {"protocol": section_deploy_ct.__doc__, "rows": rows})
 
 
 # `make bench` runs CORE in this order (about an hour on 2 cores, bench/results/bench_run.json); STUDIES are
@@ -1335,6 +1436,7 @@ STUDIES = {
     "qlora_memory": section_qlora_memory,
     "fsdp_teacher": section_fsdp_teacher,
     "sparsity": section_sparsity,
+    "sparsity_budget": section_sparsity_budget,
     "recovery_plain": section_recovery_plain,
     "oneshot_variants": section_oneshot_variants,
     "gptq_calibration": section_gptq_calibration,
@@ -1350,6 +1452,7 @@ STUDIES = {
     "int4_control": section_int4_control,
     "int4_scales_kd": section_int4_scales_kd,
     "peers_sparsegpt": section_peers_sparsegpt,
+    "deploy_ct": section_deploy_ct,
 }
 SECTIONS = {**CORE, **STUDIES}
 DONE: set[str] = set()  # sections finished in this process

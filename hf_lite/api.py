@@ -74,7 +74,7 @@ def _check_model_source(name: str, key: str) -> None:
 
     if name in ALIASES:
         try:
-            _package_folder(*ALIASES[name])
+            _package_folder(ALIASES[name].module, ALIASES[name].package)
         except FileNotFoundError as e:
             raise RecipeError(f"{key}: {e}") from None
         return
@@ -293,6 +293,8 @@ class _Run:
         }
         if self.labels is not None and self.labels.names is not None:
             report["labels"] = self.labels.names
+        if is_main():
+            report["formats"] = session.formats_written
         if self.causal:
             from .oneshot.evaluate import generation_sample
 

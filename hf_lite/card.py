@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .core.recipe import Recipe
+from .models import ALIASES, resolve_model_path
 
 LOAD_SNIPPETS = {
     "sequence-classification": "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
@@ -17,11 +18,8 @@ LOAD_SNIPPETS = {
 }
 
 
-#: Hub ids behind the offline aliases (for ``base_model`` in the card metadata)
-ALIAS_HUB_IDS = {
-    "minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
-    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M-Instruct",
-}
+#: Hub ids behind the offline aliases (kept for callers of this name; the table is ``models.ALIASES``)
+ALIAS_HUB_IDS = {name: alias.hub_id for name, alias in ALIASES.items()}
 
 
 def _metric_rows(metrics: dict[str, dict[str, float]]) -> list[str]:
@@ -42,14 +40,12 @@ def _metric_rows(metrics: dict[str, dict[str, float]]) -> list[str]:
 def _base_license(name_or_path: str) -> str | None:
     """The ``license:`` of the base model's own card, when it is a local folder (or an offline alias)."""
     try:
-        from .models import resolve_model_path
-
-        folder = resolve_model_path(name_or_path) if name_or_path in ALIAS_HUB_IDS else name_or_path
+        folder = resolve_model_path(name_or_path) if name_or_path in ALIASES else name_or_path
     except FileNotFoundError:
         return None
     readme = os.path.join(folder, "README.md")
     if not os.path.isfile(readme):
-        return "apache-2.0" if name_or_path in ALIAS_HUB_IDS else None  # both aliases are Apache-2.0
+        return ALIASES[name_or_path].license if name_or_path in ALIASES else None
     from huggingface_hub import ModelCard
 
     return ModelCard.load(readme).data.to_dict().get("license")
@@ -80,7 +76,7 @@ def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_i
     comp = report["compression"]
     task = recipe.model.task
     name = recipe.model.name_or_path
-    base = ALIAS_HUB_IDS.get(name) or (name if "/" in name and not os.path.exists(name) else None)
+    base = ALIASES[name].hub_id if name in ALIASES else (name if "/" in name and not os.path.exists(name) else None)
     data = ModelCardData(
         base_model=base,
         license=_base_license(name),

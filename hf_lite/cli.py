@@ -75,6 +75,17 @@ def _cmd_push(a: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(a) -> int:
+    from .deploy import export_folder
+    from .report import folder_size
+
+    out = export_folder(a.model_dir, a.format, a.out)
+    print(
+        f"wrote {out} ({folder_size(out) / 2**20:.1f} MiB of weights; {folder_size(a.model_dir) / 2**20:.1f} MiB before)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-lite", description="Compress transformers models with a YAML recipe.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", default="sequence-classification", choices=["sequence-classification", "causal-lm"])
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=_cmd_student)
+
+    p = sub.add_parser("export", help="write a deployment format for an exported folder")
+    p.add_argument("model_dir")
+    p.add_argument("--format", required=True, choices=["compressed-tensors"])
+    p.add_argument("--out", help="default: MODEL_DIR/<format>")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("push", help="upload an exported folder to the Hub")
     p.add_argument("model_dir")

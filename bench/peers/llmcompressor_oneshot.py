@@ -1,7 +1,7 @@
 """One llm-compressor one-shot run under BENCH-PROTOCOL (run in a venv with llmcompressor; no hf_lite).
 
     python bench/peers/llmcompressor_oneshot.py MODEL_DIR SHARED_DATA_DIR METHOD [SAVE_FILE] [CAL_FILE]
-METHOD: dense | wanda50 | sparsegpt50 | sparsegpt24 | rtn_g64 | gptq_g64. Prints one JSON line.
+METHOD: dense | wanda50 | sparsegpt50 | sparsegpt50_damp0.1 | sparsegpt24 | rtn_g64 | gptq_g64. Prints one JSON line.
 SAVE_FILE: write the compressed block weights there (safetensors), for a layer-by-layer comparison ("" = no).
 CAL_FILE: a JSON list of 32 token-id lists of 256 to calibrate on instead of the protocol's chunks.
 """
@@ -49,6 +49,9 @@ def main() -> None:
         "dense": lambda: None,
         "wanda50": lambda: WandaPruningModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
         "sparsegpt50": lambda: SparseGPTModifier(sparsity=0.5, mask_structure="0:0", ignore=ignore),
+        "sparsegpt50_damp0.1": lambda: SparseGPTModifier(
+            sparsity=0.5, mask_structure="0:0", ignore=ignore, dampening_frac=0.1
+        ),
         "sparsegpt24": lambda: SparseGPTModifier(sparsity=0.5, mask_structure="2:4", ignore=ignore),
         "rtn_g64": lambda: QuantizationModifier(config_groups=group64, ignore=ignore),
         "gptq_g64": lambda: GPTQModifier(config_groups=group64, ignore=ignore),

@@ -139,6 +139,12 @@ class Modifier:
     def extra_files(self, folder: str, export_settings: Any) -> None:
         """Write files next to the exported model (an adapter, a quantization grid)."""
 
+    def weight_grid(self) -> dict[str, Any] | None:
+        """The integer grid this modifier leaves the target weights on, as written to the grid file
+        (``bits``, ``group_size``, ``symmetric``, ``zero_point``), or None. Deployment formats that store
+        integer codes (compressed-tensors) need one."""
+        return None
+
     def card_snippet(self, task: str, repo: str) -> str | None:
         """Python that loads the exported folder, when plain ``from_pretrained`` is not the whole story."""
         return None

@@ -173,6 +173,18 @@ class ExportSettings(Settings):
     #: and one save per checkpoint. ``hf-lite run`` then keeps its checkpoints in ``output_dir/checkpoints``
     #: (otherwise they only serve ``--resume`` and are removed when the run succeeds)
     checkpoints: bool = False
+    #: what to write: ``safetensors`` (the output folder itself: plain transformers weights) and deployment
+    #: formats, each into its own subfolder: ``compressed-tensors`` (int4/int8 weight-only pack-quantized,
+    #: for transformers and vLLM; needs an int-grid quantizer and ``pip install 'hf-lite[deploy]'``)
+    formats: list[Literal["safetensors", "compressed-tensors"]] = dataclasses.field(
+        default_factory=lambda: ["safetensors"]
+    )
+
+    def validate(self) -> None:
+        if "safetensors" not in self.formats:
+            self.fail("formats", "safetensors is the export every other format is written from; keep it in the list")
+        if len(set(self.formats)) != len(self.formats):
+            self.fail("formats", "list each format once")
 
 
 @dataclasses.dataclass
@@ -416,6 +428,9 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         export=section("export", ExportSettings),
     )
     modifiers = recipe.build_modifiers()  # validates every modifier's settings now
+    from ..deploy import check_formats
+
+    check_formats(recipe.export.formats, modifiers)
     if recipe.calibration is not None and not any(m.one_shot for m in modifiers):
         logger.warning(
             "hf_lite: the recipe's calibration: section is not used: no one-shot modifier (wanda, sparsegpt, gptq, "

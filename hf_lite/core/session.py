@@ -25,6 +25,7 @@ class CompressionSession:
         self.ctx = Context()
         self.initialized = False
         self.finalized = False
+        self.formats_written: dict[str, dict[str, Any]] = {}  # by export(): each format's path and size
 
     # -- lifecycle -------------------------------------------------------------------------------
     def initialize(self, model: nn.Module) -> nn.Module:
@@ -141,6 +142,9 @@ class CompressionSession:
         if write:
             for m in self.modifiers:
                 m.extra_files(folder, export_settings)
+            from ..deploy import write_formats
+
+            self.formats_written = write_formats(folder, export_settings.formats)
 
     def export_copy(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
         """Export what finalize would make of ``model`` now, leaving the training model and this session

@@ -14,7 +14,13 @@ from torch import nn
 
 from .settings import RecipeError
 
-BLOCK_PATTERN = re.compile(r"(^|\.)(layer|layers|h|blocks|block)\.\d+\.")
+BLOCK_PATTERN = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks|block)\.(\d+)\.")
+
+
+def block_index(name: str) -> int | None:
+    """Index of the transformer block a module or parameter name lies in (None outside the blocks)."""
+    found = BLOCK_PATTERN.search(name)
+    return int(found.group(1)) if found else None
 
 
 def plain_module_name(name: str) -> str:
@@ -84,3 +90,10 @@ def decoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
             "layers/layer/h/blocks); one-shot and structured methods need one"
         )
     return max(lists, key=lambda item: size(item[1]))
+
+
+def set_decoder_blocks(model: nn.Module, blocks: nn.ModuleList) -> None:
+    """Replace the list :func:`decoder_blocks` finds (e.g. to keep some blocks of a teacher)."""
+    name, _ = decoder_blocks(model)
+    owner, _, attr = name.rpartition(".")
+    setattr(model.get_submodule(owner) if owner else model, attr, blocks)

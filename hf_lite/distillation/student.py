@@ -7,16 +7,7 @@ import copy
 from torch import nn
 
 from ..core.settings import RecipeError
-
-
-def _layer_list(model: nn.Module) -> tuple[nn.Module, str]:
-    base = model.base_model
-    for owner, attr in ((getattr(base, "encoder", None), "layer"), (base, "layers"), (base, "h")):
-        if owner is not None and isinstance(getattr(owner, attr, None), nn.ModuleList):
-            return owner, attr
-    raise RecipeError(
-        f"student: cannot find the transformer blocks of {type(model).__name__} (BERT- and Llama-family models are supported)"
-    )
+from ..core.targets import decoder_blocks, set_decoder_blocks
 
 
 def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
@@ -25,13 +16,13 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
     if not layers or any(i < 0 or i >= n for i in layers) or len(set(layers)) != len(layers):
         raise RecipeError(f"student layers {layers}: need distinct indices in [0, {n - 1}]")
     student = copy.deepcopy(teacher)
-    owner, attr = _layer_list(student)
-    kept = nn.ModuleList(getattr(owner, attr)[i] for i in layers)
+    _, blocks = decoder_blocks(student)
+    kept = nn.ModuleList(blocks[i] for i in layers)
     for new_idx, block in enumerate(kept):
         for m in block.modules():  # Llama attention keeps its index for the KV cache
             if hasattr(m, "layer_idx"):
                 m.layer_idx = new_idx
-    setattr(owner, attr, kept)
+    set_decoder_blocks(student, kept)
     student.config.num_hidden_layers = len(layers)
     if getattr(student.config, "layer_types", None):
         student.config.layer_types = [student.config.layer_types[i] for i in layers]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from ..pruning.masks import nm_mask, prune_lowest
+from ..quantization.grids import minmax_grid
 
 
 # -- pruning masks ---------------------------------------------------------------------------------
@@ -134,31 +135,16 @@ def grid_params(
     """
     if observer == "mse":
         return _mse_grid(w, bits, symmetric, float_zero)
-    return _minmax_grid(w, bits, symmetric, float_zero=float_zero)
-
-
-def _minmax_grid(w: torch.Tensor, bits: int, symmetric: bool, shrink: float = 1.0, float_zero: bool = False):
-    if float_zero:
-        lo, hi = w.amin(1) * shrink, w.amax(1) * shrink
-        scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)
-        return scale, -lo / scale
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        scale = (w.abs().amax(1) * shrink).clamp(min=1e-8) / qmax
-        return scale, torch.zeros_like(scale)
-    lo = w.amin(1).clamp(max=0) * shrink
-    hi = w.amax(1).clamp(min=0) * shrink
-    scale = ((hi - lo) / (2**bits - 1)).clamp(min=1e-8)
-    return scale, (-lo / scale).round()
+    return minmax_grid(w, bits, symmetric, float_zero=float_zero)
 
 
 def _mse_grid(
     w: torch.Tensor, bits: int, symmetric: bool, float_zero: bool = False, steps: int = 20, max_shrink: float = 0.2
 ):
-    best_scale, best_zero = _minmax_grid(w, bits, symmetric, float_zero=float_zero)
+    best_scale, best_zero = minmax_grid(w, bits, symmetric, float_zero=float_zero)
     best_err = (to_grid(w, best_scale, best_zero, bits, symmetric) - w).abs().pow(2.4).sum(1)
     for i in range(1, steps + 1):
-        scale, zero = _minmax_grid(w, bits, symmetric, 1.0 - max_shrink * i / steps, float_zero)
+        scale, zero = minmax_grid(w, bits, symmetric, 1.0 - max_shrink * i / steps, float_zero)
         err = (to_grid(w, scale, zero, bits, symmetric) - w).abs().pow(2.4).sum(1)
         better = err < best_err
         best_scale = torch.where(better, scale, best_scale)
@@ -210,6 +196,7 @@ def gptq_(
     bits: int,
     group_size: int | None,
     symmetric: bool,
+    *,
     act_order: bool = False,
     damp: float = 0.01,
     block_size: int = 128,

@@ -11,7 +11,6 @@ finalize (``recovery: snap``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from typing import Any, ClassVar, Literal
 
@@ -24,13 +23,11 @@ from ..core.modifier import CompressionStep, Context, register_modifier
 from ..core.settings import RecipeError, Settings
 from ..core.targets import decoder_blocks, plain_module_name
 from ..pruning.base import MaskedModifier, base_weight
-from ..pruning.masks import parse_pattern
-from ..pruning.modifiers import _check_pattern
+from ..pruning.masks import check_pattern, parse_pattern
+from ..quantization.grids import GRID_FILE, save_grid  # noqa: F401 (GRID_FILE: the name callers import from here)
 from . import algorithms as alg
 
 logger = logging.getLogger(__name__)
-
-GRID_FILE = "quantization_grid.safetensors"
 
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -51,7 +48,7 @@ class OneShotPruningSettings(Settings):
     def validate(self) -> None:
         if not 0.0 <= self.sparsity < 1.0:
             self.fail("sparsity", "must be in [0, 1): 0.5 prunes half of every layer")
-        _check_pattern(self)
+        check_pattern(self)
 
 
 @dataclasses.dataclass
@@ -60,8 +57,10 @@ class SparseGPTSettings(OneShotPruningSettings):
 
     #: columns processed per lazy-update block (the paper uses 128)
     block_size: int = 128
-    #: Hessian dampening, as a fraction of its mean diagonal
-    damp: float = 0.01
+    #: Hessian dampening, as a fraction of its mean diagonal. 0.1 rather than the paper's 0.01: with
+    #: the default calibration (32 sequences of 256 tokens) the Hessian is noisy and the stronger
+    #: damping gives the lower perplexity (docs/pruning.md); 0.01 may suit thousands of samples
+    damp: float = 0.1
     #: unstructured only: the mask is chosen every ``mask_block`` columns from the already-updated
     #: weights (null: once per ``block_size`` block, as the paper and llm-compressor do)
     mask_block: int | None = None
@@ -136,7 +135,7 @@ def _check_solver(s: Settings) -> None:
     if s.block_size < 1:
         s.fail("block_size", "must be >= 1 (128 is the usual choice)")
     if not 0.0 < s.damp < 1.0:
-        s.fail("damp", "must be in (0, 1); 0.01 is the usual choice")
+        s.fail("damp", "must be in (0, 1), e.g. 0.01 (GPTQ) or 0.1 (SparseGPT)")
 
 
 # -- modifiers --------------------------------------------------------------------------------------
@@ -397,29 +396,19 @@ class _WeightQuantizer(OneShotModifier):
                 if isinstance(lin, GridLinear):
                     lin._hf_lite_scale.copy_(scale)
 
-    def grid_metadata(self) -> dict[str, str]:
+    def weight_grid(self) -> dict[str, Any] | None:
         s = self.settings
-        return {
-            "format": "hf_lite weight grid: W = (q - zero) * scale; input column c uses group c // group_size",
-            "method": self.type_name,
-            "bits": str(s.bits),
-            "group_size": json.dumps(s.group_size),
-            "symmetric": json.dumps(s.symmetric),
-            "observer": s.observer,
-            "zero_point": s.zero_point,
-        }
+        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": s.zero_point}
 
     def extra_files(self, folder: str, export_settings: Any) -> None:
         """The grid itself next to the plain safetensors (weights exactly on it), for packing or checks."""
-        import os
-
-        from safetensors.torch import save_file
-
-        tensors = {}
-        for n in self.scales:  # named as in the saved model, also when peft wrapped it during training
-            tensors[f"{plain_module_name(n)}.scales"] = self.scales[n].contiguous()
-            tensors[f"{plain_module_name(n)}.zeros"] = self.zeros[n].contiguous()
-        save_file(tensors, os.path.join(folder, GRID_FILE), metadata=self.grid_metadata())
+        names = {n: plain_module_name(n) for n in self.scales}  # as in the saved model, also under peft
+        save_grid(
+            folder,
+            {names[n]: v for n, v in self.scales.items()},
+            {names[n]: v for n, v in self.zeros.items()},
+            {"method": self.type_name, "observer": self.settings.observer, **self.weight_grid()},
+        )
 
 
 @register_modifier("rtn")
@@ -449,11 +438,11 @@ class GPTQModifier(_WeightQuantizer):
             s.bits,
             s.group_size,
             s.symmetric,
-            s.act_order,
-            s.damp,
-            s.block_size,
-            s.observer,
-            s.zero_point == "float",
+            act_order=s.act_order,
+            damp=s.damp,
+            block_size=s.block_size,
+            observer=s.observer,
+            float_zero=s.zero_point == "float",
         )
         self._install(name, module, q, scales, zeros)
 

@@ -11,10 +11,9 @@ from torch import nn
 
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings
-from ..core.targets import BLOCK_PATTERN, check_patterns_match
+from ..core.targets import BLOCK_PATTERN, block_index, check_patterns_match
 
 logger = logging.getLogger(__name__)
-BLOCK_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|blocks|block)\.(\d+)\.")
 HEADS = ("classifier", "score", "lm_head")
 
 
@@ -66,8 +65,7 @@ class HeadOnlyModifier(_TrainableCount):
             raise RecipeError(f"head_only.unfreeze_last: {self.settings.unfreeze_last} > {n_layers} layers")
         keep_layers = set(range(n_layers - self.settings.unfreeze_last, n_layers))
         for name, p in model.named_parameters():
-            block = BLOCK_INDEX.search(name)
-            in_kept_layer = block is not None and int(block.group(1)) in keep_layers
+            in_kept_layer = block_index(name) in keep_layers
             in_pooler = self.settings.pooler and ".pooler." in f".{name}"
             p.requires_grad = any(name.startswith(h + ".") for h in heads) or in_kept_layer or in_pooler
         self.trainable, self.total = count_trainable(model)

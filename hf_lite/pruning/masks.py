@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..core.settings import Settings
+
 
 def parse_pattern(pattern: str) -> tuple[int, int] | None:
     """``"2:4"`` -> (2, 4); ``"unstructured"`` -> None."""
@@ -11,6 +13,18 @@ def parse_pattern(pattern: str) -> tuple[int, int] | None:
         return None
     n, m = (int(x) for x in pattern.split(":"))
     return n, m
+
+
+def check_pattern(s: Settings) -> None:
+    """``s.pattern`` of any pruning settings: ``unstructured`` or a valid ``"N:M"``."""
+    if s.pattern == "unstructured":
+        return
+    try:
+        n, m = parse_pattern(s.pattern)
+    except ValueError:
+        s.fail("pattern", 'use "unstructured" or "N:M" with integers, e.g. "2:4"')
+    if not 0 < n < m:
+        s.fail("pattern", "N:M needs 0 < N < M, e.g. 2:4")
 
 
 def topk_mask(scores: torch.Tensor, sparsity: float) -> torch.Tensor:

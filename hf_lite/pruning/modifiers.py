@@ -13,7 +13,7 @@ from ..core.distributed import full, shard_like
 from ..core.modifier import Context, register_modifier
 from ..core.settings import Settings, StepOrFraction, check_step_or_fraction
 from .base import MaskedModifier, base_weight
-from .masks import global_masks, nm_mask, parse_pattern, topk_mask
+from .masks import check_pattern, global_masks, nm_mask, parse_pattern, topk_mask
 from .schedules import is_update_step, sparsity_at
 
 logger = logging.getLogger(__name__)
@@ -27,17 +27,6 @@ def check_schedule(s: Settings) -> None:
         s.fail("end", f"must not come before start ({s.start})")
     if s.update_every < 1:
         s.fail("update_every", "must be >= 1")
-
-
-def _check_pattern(s: Settings) -> None:
-    if s.pattern == "unstructured":
-        return
-    try:
-        n, m = parse_pattern(s.pattern)
-    except ValueError:
-        s.fail("pattern", 'use "unstructured" or "N:M" with integers, e.g. "2:4"')
-    if not 0 < n < m:
-        s.fail("pattern", "N:M needs 0 < N < M, e.g. 2:4")
 
 
 @dataclasses.dataclass
@@ -72,7 +61,7 @@ class MagnitudePruningSettings(Settings):
         if self.init_sparsity > self.final_sparsity:
             self.fail("init_sparsity", f"must not exceed final_sparsity ({self.final_sparsity})")
         check_schedule(self)
-        _check_pattern(self)
+        check_pattern(self)
         if self.pattern != "unstructured" and self.scope == "global":
             self.fail("scope", "N:M patterns are per layer; use scope: layer")
 

@@ -13,10 +13,15 @@ from torch import nn
 from ..core.distributed import full, write_
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction, resolve_step
-from ..core.targets import find_linear_targets
-from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_token_fake_quant, quantize_dequantize
+from ..core.targets import find_linear_targets, plain_module_name
+from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_token_fake_quant, save_grid
 
 logger = logging.getLogger(__name__)
+
+
+def _save_grids(folder: str, grids: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: dict) -> None:
+    names = {n: plain_module_name(n) for n in grids}  # as in the saved model, also under peft
+    save_grid(folder, {names[n]: g[0] for n, g in grids.items()}, {names[n]: g[1] for n, g in grids.items()}, settings)
 
 
 def _is_bnb_layer(module: nn.Module) -> bool:
@@ -155,6 +160,7 @@ class QATModifier(Modifier):
         self.modules: dict[str, nn.Linear] = {}
         self.freeze_step: int | None = None
         self.converted = False
+        self.grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the int grid each weight was snapped to
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
@@ -185,13 +191,18 @@ class QATModifier(Modifier):
     @torch.no_grad()
     def convert(self) -> None:
         """Snap weights onto the grid they were trained for and restore plain ``nn.Linear``."""
-        for m in self.modules.values():
+        for name, m in self.modules.items():
             st = m._hf_lite_qat
             st.enabled = True
             weight = full(m.weight)  # the grid is computed on the whole weight, written back in place
             if st.scale is None and self.settings.grid == "int":
                 st.observe(weight)
             write_(m.weight, st.weight(weight))
+            if self.settings.grid == "int":
+                self.grids[name] = (
+                    full(st.scale.detach()).squeeze(-1).clone(),
+                    full(st.zero.detach()).squeeze(-1).clone(),
+                )
             m.__class__ = nn.Linear
             if "weight_qscale" in m._parameters:
                 del m._parameters["weight_qscale"]
@@ -201,6 +212,16 @@ class QATModifier(Modifier):
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         self.convert()
         return model
+
+    def weight_grid(self) -> dict | None:
+        s = self.settings
+        if s.grid != "int":
+            return None
+        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": "int"}
+
+    def extra_files(self, folder: str, export_settings) -> None:
+        if self.grids:
+            _save_grids(folder, self.grids, {"method": self.type_name, **self.weight_grid()})
 
     def stats(self) -> dict[str, float]:
         """The bits the weights are at: 32 during a float warm-up, ``bits`` once fake-quant is on and after convert."""
@@ -274,6 +295,7 @@ class PTQModifier(Modifier):
     def __init__(self, settings):
         super().__init__(settings)
         self.float_model: nn.Module | None = None  # dynamic int8: the float model the int8 one came from
+        self.grids: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # rtn: the grid of each weight
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
@@ -285,11 +307,24 @@ class PTQModifier(Modifier):
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
         if s.method == "rtn":
-            for m in self.modules.values():
-                write_(m.weight, quantize_dequantize(full(m.weight), s.bits, s.group_size, s.symmetric))
+            for name, m in self.modules.items():
+                weight = full(m.weight)
+                scale, zero = int_qparams(weight, s.bits, s.group_size, s.symmetric)
+                write_(m.weight, int_fake_quant(weight, scale, zero, s.bits, s.group_size, s.symmetric))
+                self.grids[name] = (scale.squeeze(-1), zero.squeeze(-1))
             return model
         self.float_model = model
         return dynamic_int8(model, self.dynamic_names())
+
+    def weight_grid(self) -> dict | None:
+        s = self.settings
+        if s.method != "rtn":
+            return None
+        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": "int"}
+
+    def extra_files(self, folder: str, export_settings) -> None:
+        if self.grids:
+            _save_grids(folder, self.grids, {"method": "ptq rtn", **self.weight_grid()})
 
     def dynamic_names(self) -> list[str] | None:
         """None (every nn.Linear, head included, as the load snippet does) unless targets/ignore narrow it."""

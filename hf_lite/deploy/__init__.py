@@ -1,0 +1,58 @@
+"""Deployment formats written next to the plain safetensors export (``export.formats``).
+
+``safetensors`` is the export itself (the output folder). Every other format goes to a subfolder named
+after it, written from the exported folder, so ``hf-lite export MODEL_DIR --format F`` does the same
+for a folder written earlier.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..core.settings import RecipeError
+
+#: format -> the subfolder it is written to
+SUBFOLDERS = {"compressed-tensors": "compressed-tensors"}
+FORMATS = ("safetensors", *SUBFOLDERS)
+
+
+def check_formats(formats: list[str], modifiers: list[Any]) -> None:
+    """Refuse, before any training, a format the recipe's modifiers cannot produce."""
+    if "compressed-tensors" in formats:
+        from .compressed_tensors import check_grids, require
+
+        require()
+        check_grids([g for m in modifiers if (g := m.weight_grid()) is not None])
+
+
+def write_formats(folder: str, formats: list[str]) -> dict[str, dict[str, Any]]:
+    """Write every format but ``safetensors`` from the exported ``folder``; their paths and sizes."""
+    from ..report import folder_size
+
+    written = {}
+    for fmt in formats:
+        if fmt == "safetensors":
+            written[fmt] = {"path": ".", "size_bytes": folder_size(folder)}
+            continue
+        out = os.path.join(folder, SUBFOLDERS[fmt])
+        if fmt == "compressed-tensors":
+            from .compressed_tensors import export_compressed_tensors
+
+            export_compressed_tensors(folder, out)
+        written[fmt] = {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out)}
+    return written
+
+
+def export_folder(folder: str, fmt: str, out: str | None = None) -> str:
+    """``hf-lite export``: write ``fmt`` for an exported folder (to ``out`` or the format's subfolder)."""
+    if fmt not in SUBFOLDERS:
+        raise RecipeError(f"export format {fmt!r}: choose one of {sorted(SUBFOLDERS)}")
+    out = out or os.path.join(folder, SUBFOLDERS[fmt])
+    if os.path.isdir(out) and os.listdir(out):
+        raise RecipeError(f"{out} exists and is not empty; choose another folder with --out")
+    if fmt == "compressed-tensors":
+        from .compressed_tensors import export_compressed_tensors
+
+        export_compressed_tensors(folder, out)
+    return out
