@@ -19,9 +19,28 @@ from .grids import NF4_BLOCK, int_fake_quant, int_qparams, nf4_fake_quant, per_t
 logger = logging.getLogger(__name__)
 
 
-def _save_grids(folder: str, grids: dict[str, tuple[torch.Tensor, torch.Tensor]], settings: dict) -> None:
-    names = {n: plain_module_name(n) for n in grids}  # as in the saved model, also under peft
-    save_grid(folder, {names[n]: g[0] for n, g in grids.items()}, {names[n]: g[1] for n, g in grids.items()}, settings)
+class _IntGridModifier(Modifier):
+    """qat and ptq rtn: the integer grid each weight was snapped to (``self.grids``, filled at finalize),
+    declared by ``weight_grid`` and written next to the model."""
+
+    grids: dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+    def has_int_grid(self) -> bool:
+        return True
+
+    def weight_grid(self) -> dict | None:
+        s = self.settings
+        if not self.has_int_grid():
+            return None
+        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": "int"}
+
+    def extra_files(self, folder: str, export_settings) -> None:
+        if not self.grids:
+            return
+        names = {n: plain_module_name(n) for n in self.grids}  # as in the saved model, also under peft
+        scales = {names[n]: g[0] for n, g in self.grids.items()}
+        zeros = {names[n]: g[1] for n, g in self.grids.items()}
+        save_grid(folder, scales, zeros, {"method": self.type_name, **self.weight_grid()})
 
 
 def _is_bnb_layer(module: nn.Module) -> bool:
@@ -149,7 +168,7 @@ class FakeQuantLinear(nn.Linear):
 
 
 @register_modifier("qat")
-class QATModifier(Modifier):
+class QATModifier(_IntGridModifier):
     """Fake-quant from ``start``; at finalize the weights are snapped onto the grid ("convert")."""
 
     settings_cls = QATSettings
@@ -213,15 +232,8 @@ class QATModifier(Modifier):
         self.convert()
         return model
 
-    def weight_grid(self) -> dict | None:
-        s = self.settings
-        if s.grid != "int":
-            return None
-        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": "int"}
-
-    def extra_files(self, folder: str, export_settings) -> None:
-        if self.grids:
-            _save_grids(folder, self.grids, {"method": self.type_name, **self.weight_grid()})
+    def has_int_grid(self) -> bool:
+        return self.settings.grid == "int"
 
     def stats(self) -> dict[str, float]:
         """The bits the weights are at: 32 during a float warm-up, ``bits`` once fake-quant is on and after convert."""
@@ -287,7 +299,7 @@ def dynamic_int8(model: nn.Module, names: list[str] | None = None) -> nn.Module:
 
 
 @register_modifier("ptq")
-class PTQModifier(Modifier):
+class PTQModifier(_IntGridModifier):
     """RTN weight quantization, or dynamic int8 for CPU deployment, at finalize."""
 
     settings_cls = PTQSettings
@@ -316,15 +328,8 @@ class PTQModifier(Modifier):
         self.float_model = model
         return dynamic_int8(model, self.dynamic_names())
 
-    def weight_grid(self) -> dict | None:
-        s = self.settings
-        if s.method != "rtn":
-            return None
-        return {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric, "zero_point": "int"}
-
-    def extra_files(self, folder: str, export_settings) -> None:
-        if self.grids:
-            _save_grids(folder, self.grids, {"method": "ptq rtn", **self.weight_grid()})
+    def has_int_grid(self) -> bool:
+        return self.settings.method == "rtn"
 
     def dynamic_names(self) -> list[str] | None:
         """None (every nn.Linear, head included, as the load snippet does) unless targets/ignore narrow it."""
