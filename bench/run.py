@@ -1401,6 +1401,158 @@ def section_deploy_ct() -> None:
         save("deploy_compressed_tensors", {"protocol": section_deploy_ct.__doc__, "rows": rows})
 
 
+SAMSUM = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "samsum"))
+#: SAMSum protocol (the shared data has no train split): the first 128 validation dialogues train for one
+#: epoch (batch 4, 32 steps, dialogues over 384 tokens left out), the first 50 test dialogues are scored
+#: (greedy, 48 new tokens, ROUGE F1 stemmed) with SmolLM2-135M-Instruct's chat template.
+SAMSUM_BASE = {
+    "version": 1,
+    "model": {"name_or_path": "smollm2-135m", "task": "chat"},
+    "data": {
+        "train": f"{SAMSUM}/validation.jsonl",
+        "eval": f"{SAMSUM}/test.jsonl",
+        "prompt_column": "context",
+        "response_column": "response",
+        "prompt_template": "Summarize this dialogue in one or two sentences.\n\n{prompt}",
+        "max_length": 384,
+        "max_train_samples": 128,
+        "max_eval_samples": 50,
+    },
+    "generation": {
+        "max_new_tokens": 48,
+        "batch_size": 10,
+        "max_samples": 50,
+        "samples": 3,
+        "prompts": ["What is the capital of France?", "Write a one-line greeting for a friend's birthday."],
+    },
+    "training": {
+        "num_train_epochs": 1,
+        "learning_rate": 1e-4,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": 3,
+        "per_device_train_batch_size": 4,
+        "per_device_eval_batch_size": 10,
+        "train_sampling_strategy": "group_by_length",
+        "logging_steps": 8,
+        "seed": 0,
+    },
+    "modifiers": [],
+}
+
+
+def samsum_row(name: str, changes: dict) -> dict:
+    """One SAMSum recipe (SAMSUM_BASE with ``changes`` merged per section) run to bench/out/samsum_<name>."""
+    import copy
+
+    recipe = copy.deepcopy(SAMSUM_BASE)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key].update(value)
+        else:
+            recipe[key] = value
+    folder = os.path.join(OUT, f"samsum_{name}")
+    t = time.perf_counter()
+    report = run_recipe(recipe, output_dir=folder, overwrite=True)
+    m = report["metrics"]
+    row = {
+        "recipe": {k: recipe[k] for k in ("model", "modifiers", "training") if k in recipe},
+        "folder": folder,
+        "before": {k[7:]: v for k, v in m["before"].items() if "rouge" in k or "perplexity" in k},
+        "after": {k[6:]: v for k, v in m["after"].items() if "rouge" in k or "perplexity" in k},
+        "after_oneshot": {k[8:]: v for k, v in m.get("after_oneshot", {}).items() if "rouge" in k},
+        "parameters": report["compression"]["parameters"],
+        "sparsity": report["compression"]["sparsity"],
+        "size_on_disk_mib": report["compression"]["size_on_disk_bytes"] / 2**20,
+        "train_rows": recipe["data"]["max_train_samples"],
+        "epochs": recipe["training"]["num_train_epochs"],
+        "samples": report["generation"]["samples"],
+        "prompts": report["generation"]["prompts"],
+        "wall_s": round(time.perf_counter() - t, 1),
+        "timings_s": report["timings_s"],
+    }
+    print(f"[bench] samsum {name}: rougeL {row['before'].get('rougeL')} -> {row['after'].get('rougeL')}", flush=True)
+    return row
+
+
+def section_samsum(names: list[str] | None = None) -> None:
+    """SmolLM2-135M-Instruct on SAMSum (SAMSUM_BASE): zero-shot (the dense SFT's "before"), the dense SFT,
+    Wanda 50% and GPTQ int4 g32 on the SFT with KD recovery from it, and a 15-of-30-layer student distilled
+    from it. Then the generation speed of the SFT and the student side by side (same 20 prompts, 3 rounds,
+    alternating, median tokens/s)."""
+    rows = saved_rows("samsum")
+    sft = os.path.join(OUT, "samsum_sft")
+    recover = {
+        "model": {"name_or_path": sft, "task": "chat"},
+        "teacher": {"name_or_path": sft},
+        "calibration": {"samples": 32, "seq_len": 256},
+        "training": {"learning_rate": 5e-5},
+    }
+    kd = {"type": "distillation", "temperature": 1.0, "alpha": 1.0}
+    variants = {
+        "sft": {},
+        "wanda50_kd": {**recover, "modifiers": [{"type": "wanda", "sparsity": 0.5}, kd]},
+        "gptq_int4_g32_kd": {
+            **recover,
+            "modifiers": [{"type": "gptq", "bits": 4, "group_size": 32, "symmetric": True, "recovery": "scales"}, kd],
+            "training": {"learning_rate": 5e-4},
+        },
+        "student15_kd": {
+            "model": {"name_or_path": sft, "task": "chat", "init_from_teacher": {"layers": list(range(0, 30, 2))}},
+            "teacher": {"name_or_path": sft},
+            "modifiers": [{"type": "distillation", "temperature": 1.0, "alpha": 0.5}],
+            "training": {"num_train_epochs": 2, "learning_rate": 2e-4},
+        },
+    }
+    for name in names or list(variants):
+        if name == "speed":
+            continue
+        if name != "sft" and not os.path.isfile(os.path.join(sft, "model.safetensors")):
+            rows["sft"] = samsum_row("sft", variants["sft"])
+        rows[name] = samsum_row(name, variants[name])
+        save("samsum", {"protocol": section_samsum.__doc__ + SAMSUM_PROTOCOL, "rows": rows})
+    student = os.path.join(OUT, "samsum_student15_kd")
+    if os.path.isdir(student) and (names is None or "speed" in names):
+        rows["speed"] = samsum_speed({"sft": sft, "student15_kd": student})
+        save("samsum", {"protocol": section_samsum.__doc__ + SAMSUM_PROTOCOL, "rows": rows})
+
+
+SAMSUM_PROTOCOL = (
+    " Data: the first 128 validation dialogues train (1 epoch, batch 4), the first 50 test dialogues are scored; "
+    "greedy decoding, 48 new tokens, ROUGE F1 with stemming (rouge-score)."
+)
+
+
+def samsum_speed(folders: dict[str, str], prompts: int = 20, rounds: int = 3) -> dict:
+    from hf_lite.chat import prompt_and_reference, read_chat_rows
+    from hf_lite.core.recipe import DataSettings, GenerationSettings
+    from hf_lite.generation import generate
+    from hf_lite.models import load_model, load_tokenizer
+
+    torch.set_num_threads(2)
+    d = SAMSUM_BASE["data"]
+    settings = DataSettings(
+        train=d["eval"], prompt_column="context", prompt_template=d["prompt_template"], max_train_samples=prompts
+    )
+    convs = [prompt_and_reference(c)[0] for c in read_chat_rows(settings)[0]]
+    gen = GenerationSettings(max_new_tokens=48, batch_size=1)
+    models = {k: load_model(v, "causal-lm").eval() for k, v in folders.items()}
+    tok = load_tokenizer(folders["sft"])
+    speeds: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(rounds):
+        for k, model in models.items():
+            speeds[k].append(generate(model, tok, convs, gen)[1]["tokens_per_s"])
+    med = {k: statistics.median(v) for k, v in speeds.items()}
+    row = {
+        "tokens_per_s": med,
+        "all_rounds": speeds,
+        "batch": 1,
+        "prompts": prompts,
+        "student_speedup": med["student15_kd"] / med["sft"],
+    }
+    print(f"[bench] samsum speed: {row}", flush=True)
+    return row
+
+
 # `make bench` runs CORE in this order (about an hour on 2 cores, bench/results/bench_run.json); STUDIES are
 # the extra attempts at goals the core rows miss, run by name or all together with `--section studies`.
 CORE = {
@@ -1453,6 +1605,7 @@ STUDIES = {
     "int4_scales_kd": section_int4_scales_kd,
     "peers_sparsegpt": section_peers_sparsegpt,
     "deploy_ct": section_deploy_ct,
+    "samsum": section_samsum,
 }
 SECTIONS = {**CORE, **STUDIES}
 DONE: set[str] = set()  # sections finished in this process
@@ -1475,7 +1628,7 @@ def main() -> None:
     for name in names:
         t = time.perf_counter()
         fn = SECTIONS[name]
-        fn(a.methods) if name in ("oneshot", "peers", "sparsegpt_ablation", "sparsity") else fn()
+        fn(a.methods) if name in ("oneshot", "peers", "sparsegpt_ablation", "sparsity", "samsum") else fn()
         DONE.add(name)
         run["sections"][name] = round(time.perf_counter() - t, 1)
         print(f"[bench] section {name}: {run['sections'][name]:.0f} s")

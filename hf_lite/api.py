@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import platform
@@ -155,7 +156,7 @@ def _build_model(recipe: Recipe, labels=None):
 
     m = recipe.model
     overrides = labels.config() if labels is not None and m.task == "sequence-classification" else {}
-    model = load_model(m.name_or_path, m.task, dtype=m.dtype, **overrides)
+    model = load_model(m.name_or_path, m.head, dtype=m.dtype, **overrides)
     if m.init_from_teacher:
         from .distillation.student import student_from_teacher
 
@@ -178,7 +179,11 @@ class _Run:
         self.work = sibling(out, "hf_lite-run")
         self.checkpoints = os.path.join(self.work, "checkpoints")
         self.stage = os.path.join(self.work, os.path.basename(os.path.abspath(out)))
-        self.causal = recipe.model.task == "causal-lm"
+        self.causal = recipe.model.head == "causal-lm"
+        self.chat = recipe.model.task == "chat"
+        self.eval_conversations: list | None = None
+        self.answers: dict[str, list[str]] = {}  # tag -> generated answers to the first eval rows
+        self.prompt_answers: dict[str, list[str]] = {}  # tag -> answers to generation.prompts
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.resume_from: str | None = None
@@ -197,7 +202,7 @@ class _Run:
             self.timings[key] = time.perf_counter() - t
 
     def load(self) -> None:
-        from transformers import DataCollatorWithPadding, default_data_collator
+        from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, default_data_collator
 
         from .data import causal_lm_datasets, read_classification, tokenize_classification
         from .metrics import classification_metrics
@@ -206,7 +211,18 @@ class _Run:
 
         self.tokenizer = load_tokenizer(self.recipe.model.name_or_path)
         d, labels = self.recipe.data, None
-        if self.causal:
+        collator = default_data_collator if self.causal else DataCollatorWithPadding(self.tokenizer)
+        if self.chat:
+            from .chat import chat_dataset, check_chat_tokenizer, read_chat_rows
+            from .generation import check_metrics
+
+            check_chat_tokenizer(self.tokenizer)
+            check_metrics(self.recipe.generation)
+            train, self.eval_conversations = read_chat_rows(d)
+            self.train_ds = chat_dataset(train, self.tokenizer, d.max_length, "train")
+            self.eval_ds = chat_dataset(self.eval_conversations, self.tokenizer, d.max_length, "eval")
+            collator = DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=-100)
+        elif self.causal:
             self.train_ds, self.eval_ds = causal_lm_datasets(d, self.tokenizer)
         else:  # labels are read and checked before the model loads: its head is sized from them
             train, eval_, labels = read_classification(d, self.recipe.model)
@@ -224,7 +240,7 @@ class _Run:
             train_dataset=self.train_ds,
             eval_dataset=self.eval_ds,
             processing_class=self.tokenizer,
-            data_collator=default_data_collator if self.causal else DataCollatorWithPadding(self.tokenizer),
+            data_collator=collator,
             compute_metrics=None if self.causal else classification_metrics,
         )
 
@@ -237,7 +253,20 @@ class _Run:
         metrics = self.timed(f"{tag}_eval_s", self.trainer.evaluate, None, None, tag)
         if self.causal:
             metrics[f"{tag}_perplexity"] = perplexity_from_loss(metrics[f"{tag}_loss"])
+        if self.chat:
+            metrics.update(self.timed(f"{tag}_generate_s", self.generate, tag))
         self.metrics[tag] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+    def generate(self, tag: str) -> dict[str, float]:
+        """Answers to the evaluation rows, scored (ROUGE / exact match), and to the fixed prompts."""
+        from .generation import evaluate_generation, generate
+
+        g = self.recipe.generation
+        model = self.trainer.final_model
+        metrics, self.answers[tag] = evaluate_generation(model, self.tokenizer, self.eval_conversations, g, tag)
+        if g.prompts:
+            self.prompt_answers[tag] = generate(model, self.tokenizer, list(g.prompts), g)[0]
+        return metrics
 
     def calibrate(self) -> None:
         """One-shot modifiers compress before the recovery fine-tune, so their effect is measured alone."""
@@ -287,7 +316,7 @@ class _Run:
             "trainable_fraction": self.trainable / max(self.total, 1),
             "timings_s": {k: round(v, 2) for k, v in self.timings.items()},
             "resumed_from": os.path.basename(self.resume_from) if self.resume_from else None,
-            "load_snippet": session.card_snippet(self.recipe.model.task, self.display),
+            "load_snippet": session.card_snippet(self.recipe.model.head, self.display),
             "versions": versions(),
             "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine()},
         }
@@ -295,7 +324,19 @@ class _Run:
             report["labels"] = self.labels.names
         if is_main():
             report["formats"] = session.formats_written
-        if self.causal:
+        if self.chat:
+            from .generation import report_samples
+
+            g = self.recipe.generation
+            report["generation"] = {
+                "settings": dataclasses.asdict(g),
+                "samples": report_samples(self.eval_conversations or [], self.answers, g.samples),
+                "prompts": [
+                    {"prompt": p, **{tag: a[i] for tag, a in self.prompt_answers.items()}}
+                    for i, p in enumerate(g.prompts)
+                ],
+            }
+        elif self.causal:
             from .oneshot.evaluate import generation_sample
 
             greedy = generation_sample(self.final, self.tokenizer, SAMPLE_PROMPT)

@@ -18,6 +18,30 @@ LOAD_SNIPPETS = {
 }
 
 
+#: metrics shown in the card's table (the report has all of them)
+METRICS = ("accuracy", "f1", "recall", "perplexity", "rouge1", "rouge2", "rougeL", "exact_match")
+
+
+def _generation(report: dict[str, Any]) -> str:
+    """Generated answers before/after (chat task): evaluation rows with their reference, fixed prompts."""
+    gen = report.get("generation")
+    if not gen or not (gen["samples"] or gen["prompts"]):
+        return ""
+
+    def quote(text: str) -> str:
+        return "> " + text.strip().replace("\n", "\n> ")
+
+    parts = ["## Generated answers\n"]
+    for row in gen["samples"] + gen["prompts"]:
+        parts.append(f"**Prompt**\n\n{quote(row['prompt'])}\n")
+        if "reference" in row:
+            parts.append(f"**Reference**\n\n{quote(row['reference'])}\n")
+        for tag in ("before", "after"):
+            if tag in row:
+                parts.append(f"**{tag}**\n\n{quote(row[tag] or '(empty)')}\n")
+    return "\n".join(parts) + "\n"
+
+
 #: Hub ids behind the offline aliases (kept for callers of this name; the table is ``models.ALIASES``)
 ALIAS_HUB_IDS = {name: alias.hub_id for name, alias in ALIASES.items()}
 
@@ -27,7 +51,7 @@ def _metric_rows(metrics: dict[str, dict[str, float]]) -> list[str]:
     rows = []
     for key, value in after.items():
         name = key.split("_", 1)[-1]
-        if not key.startswith("after_") or name not in ("accuracy", "f1", "recall", "perplexity"):
+        if not key.startswith("after_") or name not in METRICS:
             continue
         ref = before.get(f"before_{name}")
         mid = middle.get(f"oneshot_{name}")
@@ -74,7 +98,7 @@ def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_i
     from huggingface_hub import ModelCard, ModelCardData
 
     comp = report["compression"]
-    task = recipe.model.task
+    task, head = recipe.model.task, recipe.model.head
     name = recipe.model.name_or_path
     base = ALIASES[name].hub_id if name in ALIASES else (name if "/" in name and not os.path.exists(name) else None)
     data = ModelCardData(
@@ -112,9 +136,9 @@ is the recovery when the loaded model was already trained (one-shot runs, compre
 |---|---|---|---|---|
 {chr(10).join(_metric_rows(report["metrics"]))}
 
-## Load
+{_generation(report)}## Load
 ```python
-{(report.get("load_snippet") or LOAD_SNIPPETS[task].format(repo=repo)).replace(folder, repo)}
+{(report.get("load_snippet") or LOAD_SNIPPETS[head].format(repo=repo)).replace(folder, repo)}
 ```
 Plain transformers loads this folder; hf_lite is not needed.
 

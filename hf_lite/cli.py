@@ -86,6 +86,32 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _cmd_chat(a) -> int:
+    """Answer --prompt once, or read messages from stdin until EOF (a conversation with history)."""
+    from .generation import stream_reply
+    from .models import load_model, load_tokenizer
+
+    if not os.path.isdir(a.model_dir) or not os.path.isfile(os.path.join(a.model_dir, "config.json")):
+        raise RecipeError(f"chat: {a.model_dir!r} is not a model folder (no config.json); give an exported folder")
+    tokenizer = load_tokenizer(a.model_dir)
+    model = load_model(a.model_dir, "causal-lm", key="MODEL_DIR").eval()
+    history = [{"role": "system", "content": a.system}] if a.system else []
+    templated = bool(getattr(tokenizer, "chat_template", None))
+    interactive = a.prompt is None
+    if interactive and sys.stdin.isatty():
+        print("hf-lite chat: type a message (Ctrl-D to end)", file=sys.stderr)
+    for line in [a.prompt] if not interactive else sys.stdin:
+        text = line.strip()
+        if not text:
+            continue
+        history.append({"role": "user", "content": text})
+        reply = stream_reply(model, tokenizer, history if templated else text, a.max_new_tokens)
+        history.append({"role": "assistant", "content": reply})
+        if not templated:
+            history.clear()  # without a chat template each line is its own continuation
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="hf-lite", description="Compress transformers models with a YAML recipe.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", required=True, choices=["compressed-tensors"])
     p.add_argument("--out", help="default: MODEL_DIR/<format>")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("chat", help="talk to an exported causal LM (streams its answers)")
+    p.add_argument("model_dir")
+    p.add_argument("--prompt", help="answer this one message and exit (default: read messages from stdin)")
+    p.add_argument("--system", help="a system message put first")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.set_defaults(func=_cmd_chat)
 
     p = sub.add_parser("push", help="upload an exported folder to the Hub")
     p.add_argument("model_dir")

@@ -59,12 +59,32 @@ def tiny_bert(num_labels: int = 2, layers: int = 2, seed: int = 0, dropout: floa
     return BertForSequenceClassification(config).eval()
 
 
-def tiny_llama(layers: int = 2, seed: int = 0):
+#: a ChatML-style template (SmolLM2's format, without its default system prompt)
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_VOCAB = len(WORDS) + 10  # the tiny vocabulary plus the chat markers and role names
+
+
+def make_chat_tokenizer(folder: str):
+    """The tiny tokenizer with ``<|im_start|>``/``<|im_end|>`` and a chat template, saved to ``folder``."""
+    tok = make_tokenizer(folder)
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    tok.add_tokens(["user", "assistant", "system"])
+    tok.chat_template = CHAT_TEMPLATE
+    tok.eos_token = "<|im_end|>"
+    tok.save_pretrained(folder)
+    assert len(tok) == CHAT_VOCAB
+    return tok
+
+
+def tiny_llama(layers: int = 2, seed: int = 0, vocab_size: int = len(WORDS) + 5):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(WORDS) + 5,
+        vocab_size=vocab_size,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=layers,

@@ -108,7 +108,10 @@ def test_export_checkpoints_in_the_cli_are_kept_next_to_the_model(tmp_path, tiny
     exports = sorted((out / "checkpoints").glob("checkpoint-*/export/model.safetensors"))
     assert exports, "each kept checkpoint holds its deployable export"
     report = json.loads((out / "report.json").read_text())
-    assert report["compression"]["size_on_disk_bytes"] == os.path.getsize(out / "model.safetensors")
+    # the weights plus the int grid written next to them; checkpoints are not counted
+    weights = sum(os.path.getsize(f) for f in out.glob("*.safetensors"))
+    assert {f.name for f in out.glob("*.safetensors")} == {"model.safetensors", "quantization_grid.safetensors"}
+    assert report["compression"]["size_on_disk_bytes"] == weights
 
 
 def test_published_recipe_has_no_absolute_paths(tmp_path, tiny_bert_dir, tiny_tsv):

@@ -21,7 +21,17 @@ from .settings import RecipeError, Settings
 
 logger = logging.getLogger(__name__)
 
-TOP_LEVEL_KEYS = ("version", "model", "teacher", "data", "training", "modifiers", "calibration", "export")
+TOP_LEVEL_KEYS = (
+    "version",
+    "model",
+    "teacher",
+    "data",
+    "training",
+    "modifiers",
+    "calibration",
+    "generation",
+    "export",
+)
 
 
 @dataclasses.dataclass
@@ -31,8 +41,10 @@ class ModelSettings(Settings):
     section = "model"
     #: Hub id, local folder, or an offline alias (``minilm-l6``, ``smollm2-135m``)
     name_or_path: str = "minilm-l6"
-    #: the head to load
-    task: Literal["sequence-classification", "causal-lm"] = "sequence-classification"
+    #: what the model is trained for: ``sequence-classification``; ``causal-lm`` (plain text in blocks,
+    #: perplexity); ``chat`` (a causal LM on prompt/response pairs or conversations rendered with the
+    #: tokenizer's chat template, loss on the assistant tokens only, generation metrics)
+    task: Literal["sequence-classification", "causal-lm", "chat"] = "sequence-classification"
     #: number of classes (sequence classification); null: inferred from the training labels
     num_labels: int | None = None
     #: ``regression`` trains one float output (``num_labels: 1``); null: classification
@@ -60,6 +72,11 @@ class ModelSettings(Settings):
                 or not all(isinstance(i, int) and i >= 0 for i in layers)
             ):
                 self.fail("init_from_teacher", "expected {layers: [non-negative ints, ...]}, e.g. {layers: [0, 2, 4]}")
+
+    @property
+    def head(self) -> str:
+        """The model class the task loads: a chat model is a causal LM."""
+        return "causal-lm" if self.task == "chat" else self.task
 
 
 @dataclasses.dataclass
@@ -95,7 +112,19 @@ class DataSettings(Settings):
     #: the class names in id order (fixes the order and catches typos); null: integer labels as they
     #: are, names sorted alphabetically
     labels: list[str] | None = None
-    #: tokens per example (classification) or per block (causal LM)
+    #: chat: column with the user's message (e.g. a dialogue to summarize)
+    prompt_column: str = "prompt"
+    #: chat: column with the reference answer the model learns to give
+    response_column: str = "response"
+    #: chat: column with whole conversations instead (lists of ``{role, content}``, roles system / user /
+    #: assistant); every assistant turn is trained. Replaces prompt_column/response_column
+    messages_column: str | None = None
+    #: chat: the user's message built from the prompt column; ``{prompt}`` is replaced by the row's text
+    prompt_template: str = "{prompt}"
+    #: chat: a system message put first in every conversation (null: the chat template's own default)
+    system_prompt: str | None = None
+    #: tokens per example (classification, chat: longer conversations are left out with a warning) or per
+    #: block (causal LM)
     max_length: int = 128
     #: keep the first N training rows (null: all)
     max_train_samples: int | None = None
@@ -110,6 +139,15 @@ class DataSettings(Settings):
                 self.fail(f, "is empty; give a file path or Hub dataset id, or remove the key")
         if self.max_length < 8:
             self.fail("max_length", "must be >= 8")
+        import string
+
+        fields = [f for _, f, _, _ in string.Formatter().parse(self.prompt_template) if f is not None]
+        if fields != ["prompt"]:
+            self.fail("prompt_template", "must contain {prompt} exactly once (and no other {...} fields)")
+        for f in ("prompt_column", "response_column", "messages_column"):
+            v = getattr(self, f)
+            if v is not None and not v.strip():
+                self.fail(f, "is empty; give a column name")
         if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
             self.fail("labels", "list two or more distinct class names, in id order")
         for f in ("max_train_samples", "max_eval_samples"):
@@ -149,6 +187,75 @@ class CalibrationSettings(Settings):
             self.fail("samples", "must be >= 1")
         if self.seq_len < 8:
             self.fail("seq_len", "must be >= 8")
+
+
+@dataclasses.dataclass
+class GenerationSettings(Settings):
+    """How a chat model is evaluated by generating: answers to the evaluation rows scored against the
+    references, before and after compression, plus fixed prompts answered both times."""
+
+    section = "generation"
+    #: tokens generated at most per answer
+    max_new_tokens: int = 64
+    #: 1: greedy decoding; more: beam search
+    num_beams: int = 1
+    #: prompts per ``generate`` call
+    batch_size: int = 8
+    #: evaluation rows answered for the metrics (the first N; null: all of them)
+    max_samples: int | None = 100
+    #: ``rouge`` (ROUGE-1/2/L F1, stemmed, needs ``pip install 'hf-lite[generation]'``) and/or
+    #: ``exact_match`` (answers equal to the reference after lower-casing and dropping punctuation)
+    metrics: list[Literal["rouge", "exact_match"]] = dataclasses.field(default_factory=lambda: ["rouge"])
+    #: generated answers of the first N evaluation rows kept in report.json and the model card
+    samples: int = 3
+    #: user messages answered before and after compression (in report.json and the model card): a
+    #: quick look at whether the model kept its chat behaviour
+    prompts: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        for f in ("max_new_tokens", "num_beams", "batch_size"):
+            if getattr(self, f) < 1:
+                self.fail(f, "must be >= 1")
+        if self.max_samples is not None and self.max_samples < 1:
+            self.fail("max_samples", "must be >= 1 or null")
+        if self.samples < 0:
+            self.fail("samples", "must be >= 0")
+        if len(set(self.metrics)) != len(self.metrics):
+            self.fail("metrics", "list each metric once")
+        if any(not p.strip() for p in self.prompts):
+            self.fail("prompts", "has an empty prompt")
+
+
+#: data keys that only the chat task reads, and those only classification reads
+CHAT_DATA_KEYS = ("prompt_column", "response_column", "messages_column", "prompt_template", "system_prompt")
+CLASSIFICATION_DATA_KEYS = ("text_column", "text_pair_column", "label_column", "labels")
+
+
+def _check_task_keys(data: dict[str, Any], task: str) -> None:
+    """A data or generation key the task does not read is refused (it would silently do nothing)."""
+    given = set(data.get("data") or {})
+    if task != "chat":
+        unused = sorted(given & set(CHAT_DATA_KEYS))
+        if unused:
+            raise RecipeError(f"data: {unused} are read by model.task: chat only (the task is {task}); remove them")
+        if data.get("generation"):
+            raise RecipeError(f"generation: read by model.task: chat only (the task is {task}); remove the section")
+    else:
+        unused = sorted(given & set(CLASSIFICATION_DATA_KEYS))
+        if unused:
+            raise RecipeError(
+                f"data: {unused} are not read by model.task: chat; use prompt_column / response_column "
+                "(or messages_column)"
+            )
+        if (data.get("data") or {}).get("messages_column") and given & {
+            "prompt_column",
+            "response_column",
+            "prompt_template",
+        }:
+            raise RecipeError(
+                "data.messages_column: whole conversations replace prompt_column / response_column / "
+                "prompt_template; remove those"
+            )
 
 
 @dataclasses.dataclass
@@ -199,6 +306,8 @@ class Recipe:
     modifier_specs: list[dict[str, Any]]
     calibration: CalibrationSettings | None
     export: ExportSettings
+    #: generation evaluation (task chat); None for other tasks
+    generation: GenerationSettings | None = None
 
     def build_modifiers(self) -> list[Modifier]:
         """Fresh modifier objects (runtime state is per run)."""
@@ -427,6 +536,9 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
         export=section("export", ExportSettings),
     )
+    _check_task_keys(data, recipe.model.task)
+    if recipe.model.task == "chat":
+        recipe.generation = section("generation", GenerationSettings)
     modifiers = recipe.build_modifiers()  # validates every modifier's settings now
     from ..deploy import check_formats
 

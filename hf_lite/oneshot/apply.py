@@ -74,9 +74,13 @@ def recipe_calibration(recipe: Recipe, tokenizer) -> torch.Tensor:
         raise RecipeError(
             "calibration: one-shot methods need text; set calibration.source (a .txt file or Hub dataset) or data.train"
         )
-    return calibration_token_chunks(
-        read_text(source, recipe.data.fallback), tokenizer, cal.samples, cal.seq_len, cal.sampling, cal.seed
-    )
+    if recipe.model.task == "chat" and cal.source is None:  # the training conversations, as the model sees them
+        from ..chat import chat_text, read_chat_rows
+
+        text = chat_text(read_chat_rows(recipe.data)[0], tokenizer)
+    else:
+        text = read_text(source, recipe.data.fallback)
+    return calibration_token_chunks(text, tokenizer, cal.samples, cal.seq_len, cal.sampling, cal.seed)
 
 
 def dataset_calibration(dataset: Any, collator: Any, samples: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
