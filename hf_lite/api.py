@@ -50,7 +50,7 @@ def versions() -> dict[str, str]:
 
 
 def _training_args(recipe: Recipe, output_dir: str):
-    from transformers import TrainingArguments
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     kwargs: dict[str, Any] = {
         "report_to": "none",
@@ -66,7 +66,8 @@ def _training_args(recipe: Recipe, output_dir: str):
         "per_device_eval_batch_size": 64,
     }
     kwargs.update(recipe.training)
-    return TrainingArguments(output_dir=output_dir, **kwargs)
+    cls = Seq2SeqTrainingArguments if recipe.model.task == "seq2seq" else TrainingArguments
+    return cls(output_dir=output_dir, **kwargs)
 
 
 def _check_model_source(name: str, key: str) -> None:
@@ -181,6 +182,8 @@ class _Run:
         self.stage = os.path.join(self.work, os.path.basename(os.path.abspath(out)))
         self.causal = recipe.model.head == "causal-lm"
         self.chat = recipe.model.task == "chat"
+        self.seq2seq = recipe.model.task == "seq2seq"
+        self.generative = self.chat or self.seq2seq  # scored by generating (generation: settings)
         self.eval_conversations: list | None = None
         self.answers: dict[str, list[str]] = {}  # tag -> generated answers to the first eval rows
         self.prompt_answers: dict[str, list[str]] = {}  # tag -> answers to generation.prompts
@@ -207,21 +210,24 @@ class _Run:
         from .data import causal_lm_datasets, read_classification, tokenize_classification
         from .metrics import classification_metrics
         from .models import load_tokenizer
-        from .trainer import LiteTrainer
+        from .trainer import LiteSeq2SeqTrainer, LiteTrainer
 
         self.tokenizer = load_tokenizer(self.recipe.model.name_or_path)
         d, labels = self.recipe.data, None
         collator = default_data_collator if self.causal else DataCollatorWithPadding(self.tokenizer)
-        if self.chat:
-            from .chat import chat_dataset, check_chat_tokenizer, read_chat_rows
+        if self.generative:
+            from .chat import chat_dataset, check_chat_tokenizer, read_chat_rows, seq2seq_dataset
             from .generation import check_metrics
 
-            check_chat_tokenizer(self.tokenizer)
+            if self.chat:
+                check_chat_tokenizer(self.tokenizer)
             check_metrics(self.recipe.generation)
             train, self.eval_conversations = read_chat_rows(d)
-            self.train_ds = chat_dataset(train, self.tokenizer, d.max_length, "train")
-            self.eval_ds = chat_dataset(self.eval_conversations, self.tokenizer, d.max_length, "eval")
-            collator = DataCollatorForSeq2Seq(self.tokenizer, label_pad_token_id=-100)
+            if d.response_source == "teacher" and train is not None:
+                train = self.timed("teacher_answers_s", self.teacher_answers, train)
+            tokenize = chat_dataset if self.chat else seq2seq_dataset
+            self.train_ds = tokenize(train, self.tokenizer, d.max_length, "train")
+            self.eval_ds = tokenize(self.eval_conversations, self.tokenizer, d.max_length, "eval")
         elif self.causal:
             self.train_ds, self.eval_ds = causal_lm_datasets(d, self.tokenizer)
         else:  # labels are read and checked before the model loads: its head is sized from them
@@ -232,7 +238,10 @@ class _Run:
         model = _build_model(self.recipe, labels)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.trainer = LiteTrainer(
+        if self.generative:  # labels padded with -100; an encoder-decoder's decoder inputs made from them
+            collator = DataCollatorForSeq2Seq(self.tokenizer, model=model if self.seq2seq else None)
+        trainer_class = LiteSeq2SeqTrainer if self.seq2seq else LiteTrainer
+        self.trainer = trainer_class(
             model=model,
             args=_training_args(self.recipe, self.checkpoints),
             recipe=self.recipe,
@@ -241,8 +250,17 @@ class _Run:
             eval_dataset=self.eval_ds,
             processing_class=self.tokenizer,
             data_collator=collator,
-            compute_metrics=None if self.causal else classification_metrics,
+            compute_metrics=None if self.causal or self.generative else classification_metrics,
         )
+
+    def teacher_answers(self, train: list) -> list:
+        """Sequence-level KD: the teacher's answers to the training prompts replace the references."""
+        from .generation import teacher_answers, teacher_cache_file
+        from .models import load_model
+
+        t, g = self.recipe.teacher, self.recipe.generation
+        teacher = load_model(t.name_or_path, self.recipe.model.head, dtype=t.dtype, key="teacher.name_or_path")
+        return teacher_answers(teacher, self.tokenizer, train, g, teacher_cache_file(t.name_or_path, train, g))
 
     def evaluate(self, tag: str) -> None:
         from .metrics import perplexity_from_loss
@@ -251,9 +269,9 @@ class _Run:
             self.metrics[tag] = {}
             return
         metrics = self.timed(f"{tag}_eval_s", self.trainer.evaluate, None, None, tag)
-        if self.causal:
+        if self.causal or self.seq2seq:  # of the answers only, for chat and seq2seq
             metrics[f"{tag}_perplexity"] = perplexity_from_loss(metrics[f"{tag}_loss"])
-        if self.chat:
+        if self.generative:
             metrics.update(self.timed(f"{tag}_generate_s", self.generate, tag))
         self.metrics[tag] = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
@@ -324,7 +342,7 @@ class _Run:
             report["labels"] = self.labels.names
         if is_main():
             report["formats"] = session.formats_written
-        if self.chat:
+        if self.generative:
             from .generation import report_samples
 
             g = self.recipe.generation

@@ -15,6 +15,15 @@ LOAD_SNIPPETS = {
     "causal-lm": "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
     'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
     'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+    "seq2seq": "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
+    'model = AutoModelForSeq2SeqLM.from_pretrained("{repo}")\n'
+    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+}
+PIPELINE_TAGS = {
+    "sequence-classification": "text-classification",
+    "causal-lm": "text-generation",
+    "chat": "text-generation",
+    "seq2seq": "text2text-generation",
 }
 
 
@@ -105,7 +114,7 @@ def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_i
         base_model=base,
         license=_base_license(name),
         library_name="transformers",
-        pipeline_tag="text-classification" if task == "sequence-classification" else "text-generation",
+        pipeline_tag=PIPELINE_TAGS[task],
         tags=["hf_lite", "compressed"],
     )
     repo = repo_id or folder

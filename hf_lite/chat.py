@@ -186,6 +186,34 @@ def chat_dataset(conversations: list[list[dict[str, str]]] | None, tokenizer, ma
     return datasets.Dataset.from_list(kept)
 
 
+def seq2seq_dataset(conversations: list[list[dict[str, str]]] | None, tokenizer, max_length: int, where: str = "train"):
+    """Encoder inputs (the user message) and labels (the answer) for an encoder-decoder, both cut at
+    ``max_length`` tokens (with a warning saying how many were cut); pad with ``DataCollatorForSeq2Seq``."""
+    import datasets
+
+    if conversations is None:
+        return None
+    sources = [prompt_and_reference(c)[0][-1]["content"] for c in conversations]
+    targets = [prompt_and_reference(c)[1] for c in conversations]
+    full_src = tokenizer(sources)["input_ids"]
+    full_tgt = tokenizer(text_target=targets)["input_ids"]
+    cut = sum(len(a) > max_length or len(b) > max_length for a, b in zip(full_src, full_tgt))
+    if cut:
+        logger.warning(
+            "hf_lite: data.%s: %d of %d rows have an input or answer longer than data.max_length=%d tokens and "
+            "are cut; raise data.max_length to keep them whole",
+            where,
+            cut,
+            len(sources),
+            max_length,
+        )
+    enc = tokenizer(sources, truncation=True, max_length=max_length)
+    labels = tokenizer(text_target=targets, truncation=True, max_length=max_length)["input_ids"]
+    return datasets.Dataset.from_dict(
+        {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels}
+    )
+
+
 def chat_text(conversations: list[list[dict[str, str]]], tokenizer) -> str:
     """The conversations rendered as one text (calibration data for one-shot methods)."""
     return "\n".join(render(tokenizer, m) for m in conversations)

@@ -93,10 +93,15 @@ def _cmd_chat(a) -> int:
 
     if not os.path.isdir(a.model_dir) or not os.path.isfile(os.path.join(a.model_dir, "config.json")):
         raise RecipeError(f"chat: {a.model_dir!r} is not a model folder (no config.json); give an exported folder")
+    from transformers import AutoConfig
+
+    enc_dec = bool(getattr(AutoConfig.from_pretrained(a.model_dir), "is_encoder_decoder", False))
     tokenizer = load_tokenizer(a.model_dir)
-    model = load_model(a.model_dir, "causal-lm", key="MODEL_DIR").eval()
+    model = load_model(a.model_dir, "seq2seq" if enc_dec else "causal-lm", key="MODEL_DIR").eval()
     history = [{"role": "system", "content": a.system}] if a.system else []
-    templated = bool(getattr(tokenizer, "chat_template", None))
+    templated = bool(getattr(tokenizer, "chat_template", None)) and not enc_dec
+    if a.system and not templated:
+        raise RecipeError("chat: --system needs a model whose tokenizer has a chat template")
     interactive = a.prompt is None
     if interactive and sys.stdin.isatty():
         print("hf-lite chat: type a message (Ctrl-D to end)", file=sys.stderr)
@@ -108,7 +113,7 @@ def _cmd_chat(a) -> int:
         reply = stream_reply(model, tokenizer, history if templated else text, a.max_new_tokens)
         history.append({"role": "assistant", "content": reply})
         if not templated:
-            history.clear()  # without a chat template each line is its own continuation
+            history.clear()  # without a chat template each line is answered on its own
     return 0
 
 
@@ -156,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="default: MODEL_DIR/<format>")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("chat", help="talk to an exported causal LM (streams its answers)")
+    p = sub.add_parser("chat", help="talk to an exported causal LM or encoder-decoder (streams its answers)")
     p.add_argument("model_dir")
     p.add_argument("--prompt", help="answer this one message and exit (default: read messages from stdin)")
     p.add_argument("--system", help="a system message put first")

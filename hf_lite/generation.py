@@ -18,10 +18,13 @@ import torch
 from .core.recipe import GenerationSettings
 
 
-def prompt_ids(tokenizer, prompt: list[dict[str, str]] | str) -> list[int]:
-    """Token ids of a prompt: a conversation (rendered with the generation prompt) or plain text."""
+def prompt_ids(tokenizer, prompt: list[dict[str, str]] | str, encoder_decoder: bool = False) -> list[int]:
+    """Token ids of a prompt: a conversation (rendered with the generation prompt) or plain text. An
+    encoder-decoder reads the last user message as plain text."""
     from .chat import render
 
+    if encoder_decoder:
+        return tokenizer(prompt if isinstance(prompt, str) else prompt[-1]["content"])["input_ids"]
     if isinstance(prompt, str):
         if getattr(tokenizer, "chat_template", None):
             prompt = [{"role": "user", "content": prompt}]
@@ -30,10 +33,14 @@ def prompt_ids(tokenizer, prompt: list[dict[str, str]] | str) -> list[int]:
     return tokenizer(render(tokenizer, prompt, generation_prompt=True), add_special_tokens=False)["input_ids"]
 
 
-def _stop_ids(tokenizer) -> list[int]:
+def _encoder_decoder(model: torch.nn.Module) -> bool:
+    return bool(getattr(model.config, "is_encoder_decoder", False))
+
+
+def _stop_ids(tokenizer, encoder_decoder: bool = False) -> list[int]:
     from .chat import end_of_turn_ids
 
-    if getattr(tokenizer, "chat_template", None):
+    if getattr(tokenizer, "chat_template", None) and not encoder_decoder:
         return end_of_turn_ids(tokenizer)
     return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
 
@@ -49,14 +56,15 @@ def generate(
     new tokens per second. The model is put in eval mode for the call and restored after."""
     settings = settings or GenerationSettings()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop = _stop_ids(tokenizer)
+    enc_dec = _encoder_decoder(model)
+    stop = _stop_ids(tokenizer, enc_dec)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     answers: list[str] = []
     new_tokens, start = 0, time.perf_counter()
     try:
-        encoded = [prompt_ids(tokenizer, p) for p in prompts]
+        encoded = [prompt_ids(tokenizer, p, enc_dec) for p in prompts]
         for i in range(0, len(encoded), settings.batch_size):
             batch = encoded[i : i + settings.batch_size]
             width = max(len(b) for b in batch)
@@ -71,7 +79,8 @@ def generate(
                 eos_token_id=stop or None,
                 pad_token_id=pad,
             )
-            for row in out[:, width:]:
+            # a decoder-only model returns prompt + answer; an encoder-decoder the decoder start + answer
+            for row in out[:, 1:] if enc_dec else out[:, width:]:
                 row = row.tolist()
                 ends = [j for j, t in enumerate(row) if t in stop]
                 row = row[: ends[0]] if ends else row
@@ -151,7 +160,8 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]] | str, max_new
     """Generate one answer, printing it as it is produced; returns the answer."""
     from transformers import TextStreamer
 
-    ids = torch.tensor([prompt_ids(tokenizer, messages)], device=next(model.parameters()).device)
+    enc_dec = _encoder_decoder(model)
+    ids = torch.tensor([prompt_ids(tokenizer, messages, enc_dec)], device=next(model.parameters()).device)
     streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with torch.no_grad():
@@ -160,11 +170,11 @@ def stream_reply(model, tokenizer, messages: list[dict[str, str]] | str, max_new
             attention_mask=torch.ones_like(ids),
             max_new_tokens=max_new_tokens,
             do_sample=False,
-            eos_token_id=_stop_ids(tokenizer) or None,
+            eos_token_id=_stop_ids(tokenizer, enc_dec) or None,
             pad_token_id=pad,
             streamer=streamer,
         )
-    return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+    return tokenizer.decode(out[0, 1 if enc_dec else ids.shape[1] :], skip_special_tokens=True).strip()
 
 
 def report_samples(
@@ -180,3 +190,71 @@ def report_samples(
         row.update({tag: a[i] for tag, a in answers.items() if i < len(a)})
         out.append(row)
     return out
+
+
+def teacher_answers(
+    teacher: torch.nn.Module,
+    tokenizer,
+    conversations: list[list[dict[str, str]]],
+    settings: GenerationSettings | None = None,
+    cache_file: str | None = None,
+) -> list[list[dict[str, str]]]:
+    """Sequence-level distillation data: each conversation with its last answer replaced by the
+    teacher's greedy answer to the same prompt. With ``cache_file`` the answers are read from it when it
+    holds exactly these prompts, else generated and written there (JSON lines). Conversations whose
+    teacher answer is empty are left out, with a warning."""
+    import json
+    import logging
+    import os
+
+    from .chat import prompt_and_reference
+
+    prompts = [prompt_and_reference(c)[0] for c in conversations]
+    answers = None
+    if cache_file and os.path.isfile(cache_file):
+        with open(cache_file, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f]
+        if [r["prompt"] for r in rows] == prompts:
+            answers = [r["answer"] for r in rows]
+    if answers is None:
+        answers = generate(teacher, tokenizer, prompts, settings)[0]
+        if cache_file:
+            os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
+            tmp = cache_file + ".tmp"
+            with open(tmp, "w", encoding="utf-8") as f:
+                for p, a in zip(prompts, answers):
+                    f.write(json.dumps({"prompt": p, "answer": a}, ensure_ascii=False) + "\n")
+            os.replace(tmp, cache_file)
+    out = [p + [{"role": "assistant", "content": a}] for p, a in zip(prompts, answers) if a.strip()]
+    if len(out) < len(prompts):
+        logging.getLogger(__name__).warning(
+            "hf_lite: the teacher gave an empty answer to %d of %d training prompts; those rows are left out",
+            len(prompts) - len(out),
+            len(prompts),
+        )
+    return out
+
+
+def teacher_cache_file(teacher_path: str, conversations: list, settings: GenerationSettings) -> str:
+    """Where :func:`teacher_answers` keeps the answers of one teacher (path and weights' mtime) to one set
+    of prompts with one generation setting."""
+    import hashlib
+    import json
+    import os
+
+    from .models import cache_dir, resolve_model_path
+
+    folder = resolve_model_path(teacher_path)
+    stamp = (
+        [
+            (f, os.path.getmtime(os.path.join(folder, f)))
+            for f in sorted(os.listdir(folder))
+            if os.path.isdir(folder) and f.endswith(".safetensors")
+        ]
+        if os.path.isdir(folder)
+        else []
+    )
+    key = json.dumps(
+        [teacher_path, stamp, conversations, settings.max_new_tokens, settings.num_beams], sort_keys=True, default=str
+    )
+    return os.path.join(cache_dir(), "teacher_answers", hashlib.sha256(key.encode()).hexdigest()[:24] + ".jsonl")

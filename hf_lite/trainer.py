@@ -155,7 +155,10 @@ class LiteTrainerMixin:
                 logger.warning("hf_lite: teacher_model is set but no modifier uses a teacher (add a distillation one)")
             return teacher
         if not wanted:
-            logger.warning("hf_lite: the recipe's teacher: is not loaded; no modifier uses it (add a distillation one)")
+            if recipe.data.response_source != "teacher":  # else it wrote the training answers, and is done
+                logger.warning(
+                    "hf_lite: the recipe's teacher: is not loaded; no modifier uses it (add a distillation one)"
+                )
             return None
         if model is None:
             raise RecipeError("teacher: the teacher's head follows the student's; pass model= to the trainer")

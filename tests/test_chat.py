@@ -117,8 +117,8 @@ def test_a_tokenizer_without_chat_template_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "recipe, message",
     [
-        ({"data": {"prompt_column": "x"}}, r"\['prompt_column'\] are read by model.task: chat only"),
-        ({"generation": {"max_new_tokens": 8}}, "generation: read by model.task: chat only"),
+        ({"data": {"prompt_column": "x"}}, r"\[.prompt_column.\] are read by model.task: chat / seq2seq only"),
+        ({"generation": {"max_new_tokens": 8}}, "generation: read by model.task: chat / seq2seq only"),
         ({"model": {"task": "chat"}, "data": {"text_column": "x"}}, r"\['text_column'\] are not read by"),
         ({"model": {"task": "chat"}, "data": {"prompt_template": "no field"}}, "must contain {prompt}"),
         (

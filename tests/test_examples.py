@@ -122,5 +122,8 @@ def test_sft_chat_with_distillation_and_a_half_depth_student(tmp_path):
     )  # the teacher path is read from the recipe's folder
     out = str(tmp_path / "out")
     run_example("sft_chat.py", "--model_name_or_path", model_dir, "--train_file", str(train),
-                "--recipe", str(recipe), "--output_dir", out, "--bf16", "false")  # fmt: skip
+                "--recipe", str(recipe), "--output_dir", out, "--bf16", "false",
+                "--validation_file", str(train), "--generation_max_new_tokens", "2")  # fmt: skip
     assert json.loads(open(os.path.join(out, "config.json")).read())["num_hidden_layers"] == 1
+    scores = json.loads(open(os.path.join(out, "eval_results.json")).read())
+    assert {"eval_rouge1", "eval_rougeL", "eval_generate_tokens_per_s"} <= set(scores)

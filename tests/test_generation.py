@@ -193,3 +193,127 @@ def test_chat_needs_the_rouge_package_named(monkeypatch):
     with pytest.raises(ImportError, match=r"hf-lite\[generation\]"):
         check_metrics(GenerationSettings())
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
+
+
+def _t5_dir(tmp_path):
+    from conftest import WORDS, make_tokenizer
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = str(tmp_path / "tiny-t5")
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(WORDS) + 5, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=3, dropout_rate=0.0,
+    )  # fmt: skip
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    tok = make_tokenizer(folder)
+    tok.eos_token = "[SEP]"  # id 3, the config's eos
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize(
+    "modifiers",
+    [
+        [{"type": "magnitude_pruning", "final_sparsity": 0.5, "end": 0.5}],
+        [{"type": "qat", "bits": 8}],
+        "kd",
+    ],
+    ids=["pruning", "qat", "kd"],
+)
+def test_seq2seq_run_compresses_scores_and_reloads(tmp_path, modifiers, capsys):
+    import yaml
+    from transformers import AutoModelForSeq2SeqLM
+
+    t5 = _t5_dir(tmp_path)
+    recipe = yaml.safe_load(open(_chat_recipe(tmp_path, t5, [])))
+    recipe["model"] = {"name_or_path": t5, "task": "seq2seq"}
+    recipe["generation"]["prompts"] = ["good movie"]
+    if modifiers == "kd":
+        recipe["teacher"] = {"name_or_path": t5}
+        modifiers = [{"type": "distillation", "alpha": 0.5}]
+    recipe["modifiers"] = modifiers
+    assert main(["run", yaml.safe_dump(recipe)]) == 0
+    out = tmp_path / "out"
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "seq2seq"
+    assert {"after_rougeL", "after_perplexity", "before_rougeL"} <= set(report["metrics"]["after"]) | set(
+        report["metrics"]["before"]
+    )
+    assert report["generation"]["samples"][0]["prompt"].startswith("summarize: the movie")
+    model = AutoModelForSeq2SeqLM.from_pretrained(out)  # plain transformers
+    if modifiers[0]["type"] == "magnitude_pruning":
+        assert report["compression"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert "AutoModelForSeq2SeqLM" in (out / "README.md").read_text()
+    assert model.config.is_encoder_decoder
+    capsys.readouterr()
+    assert main(["chat", str(out), "--prompt", "good movie", "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+def test_seq2seq_generation_equals_plain_generate(tmp_path):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    t5 = _t5_dir(tmp_path)
+    tok, model = AutoTokenizer.from_pretrained(t5), AutoModelForSeq2SeqLM.from_pretrained(t5).eval()
+    answers, _ = generate(model, tok, ["good movie", "the plot was very dull"], GenerationSettings(max_new_tokens=5))
+    for prompt, answer in zip(["good movie", "the plot was very dull"], answers):
+        ids = tok(prompt, return_tensors="pt")
+        ref = model.generate(
+            ids["input_ids"],
+            attention_mask=ids["attention_mask"],
+            max_new_tokens=5,
+            do_sample=False,
+            eos_token_id=[3],
+            pad_token_id=0,
+        )
+        assert answer == tok.decode(ref[0, 1:], skip_special_tokens=True).strip()
+
+
+def test_seq2seq_recipe_refuses_chat_only_keys():
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.core.settings import RecipeError
+
+    with pytest.raises(RecipeError, match="need a chat template"):
+        load_recipe({"model": {"task": "seq2seq"}, "data": {"system_prompt": "x"}})
+    assert load_recipe({"model": {"task": "seq2seq"}}).generation is not None
+
+
+def test_sequence_level_kd_trains_on_the_teachers_cached_answers(tmp_path, chat_dir, monkeypatch):
+    import yaml
+
+    import hf_lite.generation as generation
+
+    monkeypatch.setenv("HF_LITE_CACHE", str(tmp_path / "cache"))
+    recipe = yaml.safe_load(open(_chat_recipe(tmp_path, chat_dir, [])))
+    recipe["teacher"] = {"name_or_path": chat_dir}
+    recipe["data"]["response_source"] = "teacher"
+    recipe["data"]["max_train_samples"] = 8
+    recipe["training"]["max_steps"] = 1
+    calls = []
+    real = generation.generate
+    monkeypatch.setattr(generation, "generate", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    assert main(["run", yaml.safe_dump(recipe)]) == 0
+    cached = list((tmp_path / "cache" / "teacher_answers").glob("*.jsonl"))
+    assert len(cached) == 1
+    rows = [json.loads(line) for line in cached[0].read_text().splitlines()]
+    assert len(rows) == 8 and rows[0]["prompt"][-1]["content"].startswith("summarize: ")
+    assert calls[0] == 8  # the 8 training prompts, before the evaluation's generations
+    calls.clear()
+    recipe["export"]["overwrite"] = True
+    assert main(["run", yaml.safe_dump(recipe)]) == 0
+    assert 8 not in calls  # read from the cache
+    # the answers are what the teacher (here the model itself) says greedily
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(chat_dir), AutoModelForCausalLM.from_pretrained(chat_dir)
+    settings = GenerationSettings(max_new_tokens=4)
+    assert real(model, tok, [rows[0]["prompt"]], settings)[0][0] == rows[0]["answer"]
+
+
+def test_sequence_level_kd_needs_a_teacher():
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.core.settings import RecipeError
+
+    with pytest.raises(RecipeError, match="response_source: teacher needs a teacher"):
+        load_recipe({"model": {"task": "chat"}, "data": {"response_source": "teacher"}})

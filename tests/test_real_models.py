@@ -84,3 +84,41 @@ def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
     assert model.config.intermediate_size == 768  # 1536 -> 768 in every block
     assert report["compression"]["parameters"] < 19_200_000  # 22.7M dense; 6 x 768 x (384 + 384 + 1) removed
     assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
+
+
+def test_smollm2_samsum_chat_recipe_trains_the_summary_tokens_and_scores_rouge(tmp_path):
+    import json
+
+    from hf_lite import run_recipe
+    from hf_lite.chat import read_chat_rows, tokenize_conversation
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.models import load_tokenizer
+
+    real_model("smollm2-135m")
+    shared_data("samsum", "validation.jsonl")
+    os.chdir(REPO)
+    recipe = load_recipe("recipes/samsum_sft.yaml", ["data.max_train_samples=2"])
+    tok = load_tokenizer("smollm2-135m")
+    conv = read_chat_rows(recipe.data)[0][0]
+    row = tokenize_conversation(tok, conv)
+    trained = tok.decode([t for t in row["labels"] if t != -100])
+    assert trained == conv[-1]["content"] + "<|im_end|>"  # the summary and the end of the turn, nothing else
+    report = run_recipe(
+        "recipes/samsum_sft.yaml",
+        output_dir=str(tmp_path / "sft"),
+        overrides=[
+            "data.max_train_samples=4",
+            "data.max_eval_samples=2",
+            "generation.max_samples=2",
+            "generation.max_new_tokens=8",
+            "generation.prompts=[]",
+            "training.max_steps=1",
+            "training.per_device_train_batch_size=2",
+        ],
+    )
+    after = report["metrics"]["after"]
+    assert 0 < after["after_rougeL"] <= 1 and after["after_perplexity"] < 50
+    assert (
+        report["generation"]["samples"][0]["reference"]
+        == json.loads(open("../shared/data/samsum/test.jsonl").readline())["response"]
+    )

@@ -43,8 +43,9 @@ class ModelSettings(Settings):
     name_or_path: str = "minilm-l6"
     #: what the model is trained for: ``sequence-classification``; ``causal-lm`` (plain text in blocks,
     #: perplexity); ``chat`` (a causal LM on prompt/response pairs or conversations rendered with the
-    #: tokenizer's chat template, loss on the assistant tokens only, generation metrics)
-    task: Literal["sequence-classification", "causal-lm", "chat"] = "sequence-classification"
+    #: tokenizer's chat template, loss on the assistant tokens only, generation metrics); ``seq2seq`` (an
+    #: encoder-decoder such as T5/BART on prompt/response pairs, generation metrics)
+    task: Literal["sequence-classification", "causal-lm", "chat", "seq2seq"] = "sequence-classification"
     #: number of classes (sequence classification); null: inferred from the training labels
     num_labels: int | None = None
     #: ``regression`` trains one float output (``num_labels: 1``); null: classification
@@ -112,19 +113,24 @@ class DataSettings(Settings):
     #: the class names in id order (fixes the order and catches typos); null: integer labels as they
     #: are, names sorted alphabetically
     labels: list[str] | None = None
-    #: chat: column with the user's message (e.g. a dialogue to summarize)
+    #: chat, seq2seq: column with the user's message / the model's input (e.g. a dialogue to summarize)
     prompt_column: str = "prompt"
-    #: chat: column with the reference answer the model learns to give
+    #: chat, seq2seq: column with the reference answer the model learns to give
     response_column: str = "response"
     #: chat: column with whole conversations instead (lists of ``{role, content}``, roles system / user /
     #: assistant); every assistant turn is trained. Replaces prompt_column/response_column
     messages_column: str | None = None
-    #: chat: the user's message built from the prompt column; ``{prompt}`` is replaced by the row's text
+    #: chat, seq2seq: the user's message (the encoder's input) built from the prompt column; ``{prompt}`` is
+    #: replaced by the row's text (e.g. ``"summarize: {prompt}"`` for T5)
     prompt_template: str = "{prompt}"
     #: chat: a system message put first in every conversation (null: the chat template's own default)
     system_prompt: str | None = None
-    #: tokens per example (classification, chat: longer conversations are left out with a warning) or per
-    #: block (causal LM)
+    #: chat, seq2seq: ``teacher`` replaces each training row's (last) answer by the teacher's greedy answer
+    #: to its prompt (sequence-level distillation; needs ``teacher:``), generated once and cached under
+    #: ``$HF_LITE_CACHE/teacher_answers``; ``dataset`` trains on the answers in the data
+    response_source: Literal["dataset", "teacher"] = "dataset"
+    #: tokens per example (classification; chat: longer conversations are left out with a warning;
+    #: seq2seq: longer inputs and targets are cut, with a warning) or per block (causal LM)
     max_length: int = 128
     #: keep the first N training rows (null: all)
     max_train_samples: int | None = None
@@ -191,8 +197,8 @@ class CalibrationSettings(Settings):
 
 @dataclasses.dataclass
 class GenerationSettings(Settings):
-    """How a chat model is evaluated by generating: answers to the evaluation rows scored against the
-    references, before and after compression, plus fixed prompts answered both times."""
+    """How a chat or seq2seq model is evaluated by generating: answers to the evaluation rows scored
+    against the references, before and after compression, plus fixed prompts answered both times."""
 
     section = "generation"
     #: tokens generated at most per answer
@@ -227,25 +233,45 @@ class GenerationSettings(Settings):
 
 
 #: data keys that only the chat task reads, and those only classification reads
-CHAT_DATA_KEYS = ("prompt_column", "response_column", "messages_column", "prompt_template", "system_prompt")
+CHAT_DATA_KEYS = (
+    "prompt_column",
+    "response_column",
+    "messages_column",
+    "prompt_template",
+    "system_prompt",
+    "response_source",
+)
 CLASSIFICATION_DATA_KEYS = ("text_column", "text_pair_column", "label_column", "labels")
+
+
+#: tasks that train on prompt/response pairs and are scored by generating
+GENERATIVE_TASKS = ("chat", "seq2seq")
 
 
 def _check_task_keys(data: dict[str, Any], task: str) -> None:
     """A data or generation key the task does not read is refused (it would silently do nothing)."""
     given = set(data.get("data") or {})
-    if task != "chat":
+    if task not in GENERATIVE_TASKS:
         unused = sorted(given & set(CHAT_DATA_KEYS))
         if unused:
-            raise RecipeError(f"data: {unused} are read by model.task: chat only (the task is {task}); remove them")
+            raise RecipeError(
+                f"data: {unused} are read by model.task: chat / seq2seq only (the task is {task}); remove them"
+            )
         if data.get("generation"):
-            raise RecipeError(f"generation: read by model.task: chat only (the task is {task}); remove the section")
+            raise RecipeError(
+                f"generation: read by model.task: chat / seq2seq only (the task is {task}); remove the section"
+            )
     else:
         unused = sorted(given & set(CLASSIFICATION_DATA_KEYS))
         if unused:
             raise RecipeError(
-                f"data: {unused} are not read by model.task: chat; use prompt_column / response_column "
-                "(or messages_column)"
+                f"data: {unused} are not read by model.task: {task}; use prompt_column / response_column"
+                + (" (or messages_column)" if task == "chat" else "")
+            )
+        if task == "seq2seq" and given & {"messages_column", "system_prompt"}:
+            raise RecipeError(
+                "data: messages_column / system_prompt need a chat template (model.task: chat); an encoder-decoder "
+                "reads prompt_column / response_column"
             )
         if (data.get("data") or {}).get("messages_column") and given & {
             "prompt_column",
@@ -306,7 +332,7 @@ class Recipe:
     modifier_specs: list[dict[str, Any]]
     calibration: CalibrationSettings | None
     export: ExportSettings
-    #: generation evaluation (task chat); None for other tasks
+    #: generation evaluation (tasks chat and seq2seq); None for other tasks
     generation: GenerationSettings | None = None
 
     def build_modifiers(self) -> list[Modifier]:
@@ -537,7 +563,9 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         export=section("export", ExportSettings),
     )
     _check_task_keys(data, recipe.model.task)
-    if recipe.model.task == "chat":
+    if recipe.data.response_source == "teacher" and recipe.teacher is None:
+        raise RecipeError("data.response_source: teacher needs a teacher: section (the model whose answers to learn)")
+    if recipe.model.task in GENERATIVE_TASKS:
         recipe.generation = section("generation", GenerationSettings)
     modifiers = recipe.build_modifiers()  # validates every modifier's settings now
     from ..deploy import check_formats
