@@ -577,8 +577,101 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
     return goals
 
 
+SAMSUM_ROWS = (
+    ("sft", "dense SFT (`recipes/samsum_sft.yaml`)"),
+    ("wanda50_kd", "Wanda 50% + KD recovery (`samsum_wanda50_kd.yaml`)"),
+    ("sparsegpt24_kd", "SparseGPT 2:4 + KD recovery (`samsum_sparsegpt24_kd.yaml`)"),
+    ("gptq_int4_g32_kd", "GPTQ int4 g32 + scales/KD recovery (`samsum_gptq_int4_kd.yaml`)"),
+    ("student15_kd", "15-of-30-layer student, KD (`samsum_student15_kd.yaml`)"),
+    ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
+)
+
+
+def samsum_table() -> str:
+    rows = (load("samsum") or {}).get("rows") or {}
+    sft = rows.get("sft")
+    if not sft:
+        return ""
+    ref = sft["after"]["rougeL"]
+    lines = [
+        "| model | parameters | zeros | MiB | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-L vs SFT | answer ppl | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    b = sft["before"]
+    lines.append(f"| zero-shot SmolLM2-135M-Instruct | {sft['parameters'] / 1e6:.1f}M | - | - | {pct(b['rouge1'])} | "
+                 f"{pct(b['rouge2'])} | {pct(b['rougeL'])} | {pct(b['rougeL'] / ref)} | {b['perplexity']:.2f} | - |")  # fmt: skip
+    for key, label in SAMSUM_ROWS:
+        r = rows.get(key)
+        if not r:
+            continue
+        a, one = r["after"], r.get("after_oneshot") or {}
+        shot = f" (one-shot alone {pct(one['rougeL'])})" if one.get("rougeL") is not None else ""
+        lines.append(
+            f"| {label} | {r['parameters'] / 1e6:.1f}M | {pct(r['sparsity'])} | {r['size_on_disk_mib']:.0f} | "
+            f"{pct(a['rouge1'])} | {pct(a['rouge2'])} | {pct(a['rougeL'])}{shot} | {pct(a['rougeL'] / ref)} | "
+            f"{a['perplexity']:.2f} | {r['wall_s'] / 60:.0f} min |"
+        )
+    speed = rows.get("speed")
+    if speed:
+        t = speed["tokens_per_s"]
+        lines += ["", f"Greedy generation at batch 1 on 20 test prompts, 3 alternating rounds (median): dense SFT "
+                      f"{t['sft']:.1f} tokens/s, 15-layer student {t['student15_kd']:.1f} tokens/s "
+                      f"({speed['student_speedup']:.2f}x)."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
+    rows = (load("samsum") or {}).get("rows") or {}
+    if "sft" not in rows:
+        return []
+    ref = rows["sft"]["after"]["rougeL"]
+    goals = []
+    for key, label in (("wanda50_kd", "50%-sparse"), ("gptq_int4_g32_kd", "int4")):
+        if key in rows:
+            keep = rows[key]["after"]["rougeL"] / ref
+            goals.append(("#20", f"SAMSum: the {label} model keeps >= 95% of the dense SFT's ROUGE-L", pct(keep),
+                          keep >= 0.95))  # fmt: skip
+    if "student15_kd" in rows:
+        keep = rows["student15_kd"]["after"]["rougeL"] / ref
+        speed = (rows.get("speed") or {}).get("student_speedup")
+        text = f"{pct(keep)}, {speed:.2f}x" if speed else f"{pct(keep)}, speed not measured"
+        goals.append(("#20", "SAMSum: half-depth student >= 90% ROUGE-L at >= 1.7x generation speed", text,
+                      keep >= 0.9 and speed is not None and speed >= 1.7))  # fmt: skip
+    return goals
+
+
+def deploy_ct_table() -> str:
+    rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
+    if not rows:
+        return ""
+    lines = [
+        "| grid | block weights fp32 | compressed-tensors | ratio | folder fp32 / CT (MiB) | ppl ours | ppl reloaded | max logit diff |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['block_weight_bytes_fp32'] / 2**20:.1f} MiB | {r['block_weight_bytes_ct'] / 2**20:.1f} MiB | "
+            f"{r['block_ratio']:.3f} | {r['folder_mib_fp32']:.0f} / {r['folder_mib_ct']:.0f} | {r['ppl_ours']:.2f} | "
+            f"{r['ppl_reloaded']:.2f} | {r['max_logit_diff']:.2e} |"
+        )
+    return "\n".join(lines)
+
+
+def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
+    rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
+    return [
+        (
+            "#21",
+            f"compressed-tensors int4 ({name}) block weights <= 0.35x of fp32",
+            f"{r['block_ratio']:.3f}x",
+            r["block_ratio"] <= 0.35,
+        )  # fmt: skip
+        for name, r in rows.items()
+    ]
+
+
 def goals_table() -> str:
-    rows = _goal_rows()
+    rows = _goal_rows() + _samsum_goal_rows() + _deploy_goal_rows()
     if not rows:
         return ""
     mark = {True: "met", False: "**missed**", None: "cannot be judged"}
@@ -784,6 +877,28 @@ def main() -> None:
             sparsegpt_ablation_table(),
             "",
         ]
+    if samsum_table():
+        parts += [
+            "## SAMSum dialogue summaries with SmolLM2-135M-Instruct (`make bench SECTION=samsum`; "
+            "`bench/results/samsum.json`)",
+            "",
+            "The shared data has SAMSum's validation and test splits only: the first 128 validation dialogues "
+            "train (1 epoch, batch 4; dialogues over 384 tokens left out), the first 50 test dialogues are "
+            "answered greedily (48 new tokens) and scored with ROUGE F1 (stemmed, `rouge-score`); answer "
+            "perplexity on the test dialogues that fit 384 tokens. Compressed rows start from the dense SFT "
+            "and distil from it.",
+            "",
+            samsum_table(),
+            "",
+        ]
+    if deploy_ct_table():
+        parts += [
+            "## compressed-tensors export (`make bench SECTION=deploy_ct`; SmolLM2-135M GPTQ int4, reloaded "
+            "by transformers)",
+            "",
+            deploy_ct_table(),
+            "",
+        ]
     if fsdp_teacher_table():
         parts += [
             "## Distillation teacher under FSDP2 (`make bench SECTION=fsdp_teacher`; BERT-base-sized teacher, "
@@ -830,6 +945,8 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
             formats_table(),
         ),
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
+        ("**SAMSum with SmolLM2-135M-Instruct** (`samsum.json`, ROUGE F1 on 50 test dialogues)", samsum_table()),
+        ("**compressed-tensors export** (`deploy_compressed_tensors.json`)", deploy_ct_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
         ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
         ("**GPTQ g128: dampening and calibration domain** (`oneshot_gptq_calibration.json`)", gptq_calibration_table()),

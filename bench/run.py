@@ -1476,8 +1476,8 @@ def samsum_row(name: str, changes: dict) -> dict:
 
 def section_samsum(names: list[str] | None = None) -> None:
     """SmolLM2-135M-Instruct on SAMSum (SAMSUM_BASE): zero-shot (the dense SFT's "before"), the dense SFT,
-    Wanda 50% and GPTQ int4 g32 on the SFT with KD recovery from it, and a 15-of-30-layer student distilled
-    from it. Then the generation speed of the SFT and the student side by side (same 20 prompts, 3 rounds,
+    Wanda 50%, SparseGPT 2:4 and GPTQ int4 g32 on the SFT with KD recovery from it, LoRA r16 on the instruct
+    model, and a 15-of-30-layer student distilled from the SFT. Then the generation speed of the SFT and the student side by side (same 20 prompts, 3 rounds,
     alternating, median tokens/s)."""
     rows = saved_rows("samsum")
     sft = os.path.join(OUT, "samsum_sft")
@@ -1491,6 +1491,8 @@ def section_samsum(names: list[str] | None = None) -> None:
     variants = {
         "sft": {},
         "wanda50_kd": {**recover, "modifiers": [{"type": "wanda", "sparsity": 0.5}, kd]},
+        "sparsegpt24_kd": {**recover, "modifiers": [{"type": "sparsegpt", "pattern": "2:4"}, kd]},
+        "lora": {"modifiers": [{"type": "lora", "r": 16, "alpha": 32}], "training": {"learning_rate": 5e-4}},
         "gptq_int4_g32_kd": {
             **recover,
             "modifiers": [{"type": "gptq", "bits": 4, "group_size": 32, "symmetric": True, "recovery": "scales"}, kd],

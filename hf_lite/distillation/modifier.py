@@ -24,8 +24,12 @@ class DistillationSettings(Settings):
     temperature: float = 2.0
     #: weight of the soft (logits) loss; the task loss gets 1 - alpha
     alpha: float = 0.5
-    #: logits loss: ``kl`` = KL(teacher_T || student_T), ``mse`` on logits, ``jsd`` Jensen-Shannon
-    loss: Literal["kl", "mse", "jsd"] = "kl"
+    #: logits loss: ``kl`` = KL(teacher_T || student_T), ``mse`` on logits, ``jsd`` Jensen-Shannon,
+    #: ``gjsd`` the generalized JSD of GKD (Agarwal et al. 2024, as TRL's GKDTrainer computes it) with ``beta``
+    loss: Literal["kl", "mse", "jsd", "gjsd"] = "kl"
+    #: ``gjsd`` only: 0 is forward KL(teacher || student), 1 reverse KL(student || teacher), between them
+    #: the divergence to the beta-mixture
+    beta: float = 0.5
     #: weight of the hidden-state loss (0 = off)
     hidden_weight: float = 0.0
     #: ``mse`` or ``cosine`` (1 - cos) on hidden states
@@ -43,6 +47,10 @@ class DistillationSettings(Settings):
     def validate(self) -> None:
         if self.temperature <= 0:
             self.fail("temperature", "must be > 0")
+        if not 0.0 <= self.beta <= 1.0:
+            self.fail("beta", "must be in [0, 1]")
+        if self.beta != 0.5 and self.loss != "gjsd":
+            self.fail("beta", f"is read by loss: gjsd only (the loss is {self.loss}); set loss: gjsd or remove beta")
         if not 0.0 <= self.alpha <= 1.0:
             self.fail("alpha", "must be in [0, 1]")
         for f in ("hidden_weight", "attention_weight"):
@@ -64,7 +72,9 @@ def _hidden(model: nn.Module) -> int:
     return int(model.config.hidden_size)
 
 
-def soft_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, kind: str) -> torch.Tensor:
+def soft_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, kind: str, beta: float = 0.5
+) -> torch.Tensor:
     """Per-row soft loss (rows = examples or token positions), shape [N]."""
     if kind == "mse":
         return (student - teacher).pow(2).mean(-1)
@@ -72,6 +82,16 @@ def soft_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, 
     log_t = F.log_softmax(teacher / temperature, -1)
     if kind == "kl":
         return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    if kind == "gjsd":
+        if beta == 0:
+            return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+        if beta == 1:
+            return (log_s.exp() * (log_s - log_t)).sum(-1) * temperature**2
+        b = torch.tensor(beta, dtype=log_s.dtype, device=log_s.device)
+        log_m = torch.logsumexp(torch.stack([log_s + torch.log1p(-b), log_t + torch.log(b)]), 0)
+        to_t = (log_t.exp() * (log_t - log_m)).sum(-1)
+        to_s = (log_s.exp() * (log_s - log_m)).sum(-1)
+        return (beta * to_t + (1 - beta) * to_s) * temperature**2
     m = 0.5 * (log_s.exp() + log_t.exp())
     log_m = m.clamp(min=1e-12).log()
     js = 0.5 * (log_t.exp() * (log_t - log_m)).sum(-1) + 0.5 * (log_s.exp() * (log_s - log_m)).sum(-1)
@@ -208,7 +228,7 @@ class DistillationModifier(Modifier):
         st, te = outputs["logits"], teacher_outputs["logits"].to(outputs["logits"].dtype)
         if self.causal:
             st, te = st[:, :-1], te[:, :-1]
-        per_row = soft_loss(st.reshape(-1, st.shape[-1]), te.reshape(-1, te.shape[-1]), s.temperature, s.loss)
+        per_row = soft_loss(st.reshape(-1, st.shape[-1]), te.reshape(-1, te.shape[-1]), s.temperature, s.loss, s.beta)
         terms["soft"] = s.alpha * _masked_mean(per_row, valid)
         if s.hidden_weight > 0:
             terms["hidden"] = s.hidden_weight * self._hidden_loss(outputs, teacher_outputs, inputs)

@@ -132,3 +132,67 @@ def test_cache_teacher_runs_each_example_once_and_trains_the_same(tmp_path, tiny
         assert torch.allclose(a, b, atol=1e-5), n
     with pytest.raises(RecipeError, match="logits only"):
         lite(tmp_path / "bad", tiny_dataset, [{**recipe[0], "cache_teacher": True, "hidden_weight": 1.0}], train=False)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.3, 0.5, 1.0])
+def test_gjsd_equals_trls_generalized_jsd(beta):
+    pytest.importorskip("trl")
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.gkd import GKDTrainer
+
+    from hf_lite.distillation.modifier import soft_loss
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 5, 11), torch.randn(2, 5, 11)
+    labels = torch.tensor([[-100, 3, 4, -100, 2], [1, 2, -100, -100, -100]])
+    theirs = GKDTrainer.generalized_jsd_loss(student, teacher, labels=labels, beta=beta)
+    per_row = soft_loss(student.reshape(-1, 11), teacher.reshape(-1, 11), 1.0, "gjsd", beta)
+    mask = labels.reshape(-1) != -100
+    assert float(per_row[mask].mean()) == pytest.approx(float(theirs), rel=1e-5)
+    if beta == 0.0:  # forward KL: the kl loss
+        assert torch.allclose(per_row, soft_loss(student.reshape(-1, 11), teacher.reshape(-1, 11), 1.0, "kl"))
+
+
+def test_beta_is_refused_without_gjsd():
+    from hf_lite.core.modifier import build_modifier
+    from hf_lite.core.settings import RecipeError
+
+    with pytest.raises(RecipeError, match="beta: .*read by loss: gjsd only"):
+        build_modifier({"type": "distillation", "beta": 0.9}, 0)
+    build_modifier({"type": "distillation", "loss": "gjsd", "beta": 0.9}, 0)
+
+
+def test_on_policy_kd_is_trls_gkd_trainer_with_the_compression_callback(tmp_path):
+    """The student samples answers, the teacher scores them (TRL's GKDTrainer, lmbda 1); the recipe's
+    pruning runs through CompressionCallback and its mask survives the on-policy steps."""
+    pytest.importorskip("trl")
+    import os
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import datasets
+    from conftest import CHAT_VOCAB, make_chat_tokenizer, tiny_llama
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    from hf_lite import CompressionCallback
+
+    tok = make_chat_tokenizer(str(tmp_path / "tok"))
+    student, teacher = tiny_llama(vocab_size=CHAT_VOCAB), tiny_llama(vocab_size=CHAT_VOCAB, seed=1)
+    chat = [{"role": "user", "content": "the movie was good"}, {"role": "assistant", "content": "great fun"}]
+    args = GKDConfig(
+        output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=4, lmbda=1.0, beta=0.5,
+        max_new_tokens=4, use_cpu=True, report_to="none", save_strategy="no", bf16=False, learning_rate=1e-3,
+        max_length=32, disable_tqdm=True,
+    )  # fmt: skip
+    recipe = [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0, "end": 2, "update_every": 1}]
+    trainer = GKDTrainer(
+        model=student, teacher_model=teacher, args=args, processing_class=tok,
+        train_dataset=datasets.Dataset.from_list([{"messages": chat}] * 16), callbacks=[CompressionCallback(recipe)],
+    )  # fmt: skip
+    before = [p.detach().clone() for n, p in student.named_parameters() if "layers" in n and p.dim() == 2]
+    trainer.train()
+    weights = [p for n, p in trainer.model.named_parameters() if "layers" in n and p.dim() == 2]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    assert zeros == pytest.approx(0.5, abs=0.01)
+    assert any(not torch.equal(a[b != 0], b[b != 0]) for a, b in zip(before, weights))  # it trained
