@@ -657,9 +657,38 @@ def deploy_ct_table() -> str:
     return "\n".join(lines)
 
 
+def deploy_onnx_table() -> str:
+    data = load("deploy_onnx") or {}
+    rows = data.get("rows") or {}
+    if not rows:
+        return ""
+    engines = ("torch_fp32", "torch_int8", "ort_fp32", "ort_int8")
+    lines = [
+        "| model | engine | accuracy | vs dense | speed-up b1 x 128 | speed-up b8 x 128 | file MiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        size = r["size_mib"]
+        files = {"torch_fp32": size["safetensors"], "torch_int8": None, "ort_fp32": size["onnx_fp32"],
+                 "ort_int8": size["onnx_int8"]}  # fmt: skip
+        for e in engines:
+            sp = r["speedup_vs_torch_fp32"]
+            mib = "-" if files[e] is None else f"{files[e]:.0f}"
+            lines.append(f"| {name} | {e} | {pct(r['accuracy'][e])} | {pct(r['accuracy_vs_dense_torch'][e])} | "
+                         f"{sp['b1'][e]:.2f}x | {sp['b8'][e]:.2f}x | {mib} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
+    onnx_rows = (load("deploy_onnx") or {}).get("rows") or {}
+    goals = []
+    for name, r in onnx_rows.items():
+        sp, keep = r["speedup_vs_torch_fp32"], r["accuracy_vs_dense_torch"]["ort_int8"]
+        goals.append(("#21", f"ONNX int8 ({name}) >= 3x torch fp32 at >= 99% of dense accuracy",
+                      f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(keep)}",
+                      min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"]) >= 3 and keep >= 0.99))  # fmt: skip
     rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
-    return [
+    return goals + [
         (
             "#21",
             f"compressed-tensors int4 ({name}) block weights <= 0.35x of fp32",
@@ -891,6 +920,14 @@ def main() -> None:
             samsum_table(),
             "",
         ]
+    if deploy_onnx_table():
+        parts += [
+            "## ONNX export of SST-2 classifiers (`make bench SECTION=deploy_onnx`; speed-ups against torch fp32, "
+            "interleaved, 2 threads)",
+            "",
+            deploy_onnx_table(),
+            "",
+        ]
     if deploy_ct_table():
         parts += [
             "## compressed-tensors export (`make bench SECTION=deploy_ct`; SmolLM2-135M GPTQ int4, reloaded "
@@ -947,6 +984,7 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ("**hf_lite QAT vs torchao QAT**", torchao_table()),
         ("**SAMSum with SmolLM2-135M-Instruct** (`samsum.json`, ROUGE F1 on 50 test dialogues)", samsum_table()),
         ("**compressed-tensors export** (`deploy_compressed_tensors.json`)", deploy_ct_table()),
+        ("**ONNX export of SST-2 classifiers** (`deploy_onnx.json`)", deploy_onnx_table()),
         ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
         ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
         ("**GPTQ g128: dampening and calibration domain** (`oneshot_gptq_calibration.json`)", gptq_calibration_table()),

@@ -1401,6 +1401,98 @@ def section_deploy_ct() -> None:
         save("deploy_compressed_tensors", {"protocol": section_deploy_ct.__doc__, "rows": rows})
 
 
+def section_deploy_onnx(names: list[str] | None = None) -> None:
+    """MiniLM-L6 SST-2 classifiers exported to ONNX (fp32 graph, onnxruntime dynamic int8 graph) against
+    torch fp32 and torch dynamic int8: accuracy on the 872 test rows (max_length 64), latency at batch 1 x 128
+    and 8 x 128 (median of 20 after warm-up, the four engines interleaved over 3 rounds, 2 threads each),
+    file sizes. Rows: the dense fine-tune, and (if asked) GMP 80% with KD and QAT int8 from it."""
+    import copy
+
+    import numpy as np
+    import onnxruntime as ort
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite.data import load_split
+    from hf_lite.deploy.onnx import FILES, export_onnx
+    from hf_lite.models import load_tokenizer
+    from hf_lite.quantization.modifiers import dynamic_int8
+
+    torch.set_num_threads(2)
+    dense_dir, dense_acc = dense_reference()
+    folders = {"dense": dense_dir}
+    extra = {
+        "gmp80_kd": [{"type": "magnitude_pruning", "final_sparsity": 0.8, "scope": "global", "end": 0.7},
+                     {"type": "distillation", "temperature": 2.0, "alpha": 0.9}],
+        "qat_int8": [{"type": "qat", "bits": 8}],
+    }  # fmt: skip
+    for name in names or []:
+        folder = os.path.join(OUT, f"onnx_{name}")
+        if not os.path.isfile(os.path.join(folder, "model.safetensors")):
+            recipe = copy.deepcopy(SST2_BASE)
+            recipe["model"] = {"name_or_path": dense_dir, "task": "sequence-classification"}
+            recipe["teacher"] = {"name_or_path": dense_dir}
+            recipe["modifiers"] = extra[name]
+            if name == "qat_int8":
+                recipe.pop("teacher")
+            run_recipe(recipe, output_dir=folder, overwrite=True)
+        folders[name] = folder
+    tok = load_tokenizer("minilm-l6")
+    rows_sst2 = load_split(f"{SST2}/test.tsv", "eval")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    rows = {}
+    for name, folder in folders.items():
+        onnx_dir = os.path.join(folder, "onnx")
+        if not os.path.isfile(os.path.join(onnx_dir, FILES["int8"])):
+            shutil.rmtree(onnx_dir, ignore_errors=True)
+            export_onnx(folder, onnx_dir)
+        fp32 = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        engines = {
+            "torch_fp32": fp32,
+            "torch_int8": dynamic_int8(copy.deepcopy(fp32)),
+            "ort_fp32": ort.InferenceSession(os.path.join(onnx_dir, FILES["fp32"]), options, providers=["CPUExecutionProvider"]),
+            "ort_int8": ort.InferenceSession(os.path.join(onnx_dir, FILES["int8"]), options, providers=["CPUExecutionProvider"]),
+        }  # fmt: skip
+
+        def forward(engine, enc):
+            if isinstance(engine, ort.InferenceSession):
+                feed = {i.name: enc[i.name].numpy().astype(np.int64) for i in engine.get_inputs()}
+                return torch.from_numpy(engine.run(["logits"], feed)[0])
+            return engine(**enc).logits
+
+        acc = {}
+        for key, engine in engines.items():
+            correct = 0
+            with torch.inference_mode():
+                for i in range(0, len(rows_sst2), 64):
+                    chunk = rows_sst2[i : i + 64]
+                    enc = tok(chunk["sentence"], truncation=True, max_length=64, padding=True, return_tensors="pt")
+                    correct += int((forward(engine, enc).argmax(-1) == torch.tensor(chunk["label"])).sum())
+            acc[key] = correct / len(rows_sst2)
+        lat: dict[str, dict[str, list[float]]] = {}
+        for batch in (1, 8):
+            ids = torch.randint(1000, 2000, (batch, 128))
+            enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+            for _ in range(3):
+                for key, engine in engines.items():
+                    t = median_seconds(lambda e=engine, x=enc: forward(e, x))
+                    lat.setdefault(f"b{batch}", {}).setdefault(key, []).append(t)
+        med = {b: {k: statistics.median(v) for k, v in d.items()} for b, d in lat.items()}
+        rows[name] = {
+            "folder": folder,
+            "accuracy": acc,
+            "accuracy_vs_dense_torch": {k: v / dense_acc for k, v in acc.items()},
+            "latency_s": med,
+            "speedup_vs_torch_fp32": {b: {k: d["torch_fp32"] / v for k, v in d.items()} for b, d in med.items()},
+            "size_mib": {
+                "safetensors": os.path.getsize(os.path.join(folder, "model.safetensors")) / 2**20,
+                **{f"onnx_{k}": os.path.getsize(os.path.join(onnx_dir, v)) / 2**20 for k, v in FILES.items()},
+            },
+        }
+        print(f"[bench] deploy_onnx {name}: {rows[name]['accuracy']} {rows[name]['speedup_vs_torch_fp32']}", flush=True)
+        save("deploy_onnx", {"protocol": section_deploy_onnx.__doc__, "dense_accuracy": dense_acc, "rows": rows})
+
+
 SAMSUM = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "samsum"))
 #: SAMSum protocol (the shared data has no train split): the first 128 validation dialogues train for one
 #: epoch (batch 4, 32 steps, dialogues over 384 tokens left out), the first 50 test dialogues are scored
@@ -1608,6 +1700,7 @@ STUDIES = {
     "peers_sparsegpt": section_peers_sparsegpt,
     "deploy_ct": section_deploy_ct,
     "samsum": section_samsum,
+    "deploy_onnx": section_deploy_onnx,
 }
 SECTIONS = {**CORE, **STUDIES}
 DONE: set[str] = set()  # sections finished in this process
@@ -1630,7 +1723,14 @@ def main() -> None:
     for name in names:
         t = time.perf_counter()
         fn = SECTIONS[name]
-        fn(a.methods) if name in ("oneshot", "peers", "sparsegpt_ablation", "sparsity", "samsum") else fn()
+        fn(a.methods) if name in (
+            "oneshot",
+            "peers",
+            "sparsegpt_ablation",
+            "sparsity",
+            "samsum",
+            "deploy_onnx",
+        ) else fn()
         DONE.add(name)
         run["sections"][name] = round(time.perf_counter() - t, 1)
         print(f"[bench] section {name}: {run['sections'][name]:.0f} s")

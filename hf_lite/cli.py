@@ -80,9 +80,14 @@ def _cmd_export(a) -> int:
     from .report import folder_size
 
     out = export_folder(a.model_dir, a.format, a.out)
-    print(
-        f"wrote {out} ({folder_size(out) / 2**20:.1f} MiB of weights; {folder_size(a.model_dir) / 2**20:.1f} MiB before)"
-    )
+    before = folder_size(a.model_dir) / 2**20
+    if a.format == "onnx":
+        from .deploy.onnx import FILES
+
+        sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:.1f} MiB" for n in FILES.values())
+        print(f"wrote {out} ({sizes}; {before:.1f} MiB of safetensors before)")
+        return 0
+    print(f"wrote {out} ({folder_size(out) / 2**20:.1f} MiB of weights; {before:.1f} MiB before)")
     return 0
 
 
@@ -157,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("export", help="write a deployment format for an exported folder")
     p.add_argument("model_dir")
-    p.add_argument("--format", required=True, choices=["compressed-tensors"])
+    p.add_argument("--format", required=True, choices=["compressed-tensors", "onnx"])
     p.add_argument("--out", help="default: MODEL_DIR/<format>")
     p.set_defaults(func=_cmd_export)
 

@@ -308,8 +308,9 @@ class ExportSettings(Settings):
     checkpoints: bool = False
     #: what to write: ``safetensors`` (the output folder itself: plain transformers weights) and deployment
     #: formats, each into its own subfolder: ``compressed-tensors`` (int4/int8 weight-only pack-quantized,
-    #: for transformers and vLLM; needs an int-grid quantizer and ``pip install 'hf-lite[deploy]'``)
-    formats: list[Literal["safetensors", "compressed-tensors"]] = dataclasses.field(
+    #: for transformers and vLLM; needs an int-grid quantizer and ``pip install 'hf-lite[deploy]'``), ``onnx``
+    #: (sequence classifiers: fp32 and dynamic-int8 graphs for onnxruntime; same extra)
+    formats: list[Literal["safetensors", "compressed-tensors", "onnx"]] = dataclasses.field(
         default_factory=lambda: ["safetensors"]
     )
 
@@ -570,7 +571,7 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
     modifiers = recipe.build_modifiers()  # validates every modifier's settings now
     from ..deploy import check_formats
 
-    check_formats(recipe.export.formats, modifiers)
+    check_formats(recipe.export.formats, modifiers, recipe.model.task)
     if recipe.calibration is not None and not any(m.one_shot for m in modifiers):
         logger.warning(
             "hf_lite: the recipe's calibration: section is not used: no one-shot modifier (wanda, sparsegpt, gptq, "

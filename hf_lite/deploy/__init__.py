@@ -13,12 +13,17 @@ from typing import Any
 from ..core.settings import RecipeError
 
 #: format -> the subfolder it is written to
-SUBFOLDERS = {"compressed-tensors": "compressed-tensors"}
+SUBFOLDERS = {"compressed-tensors": "compressed-tensors", "onnx": "onnx"}
 FORMATS = ("safetensors", *SUBFOLDERS)
 
 
-def check_formats(formats: list[str], modifiers: list[Any]) -> None:
-    """Refuse, before any training, a format the recipe's modifiers cannot produce."""
+def check_formats(formats: list[str], modifiers: list[Any], task: str = "sequence-classification") -> None:
+    """Refuse, before any training, a format the recipe's task or modifiers cannot produce."""
+    if "onnx" in formats:
+        from .onnx import check_task, require
+
+        check_task(task)
+        require()
     if "compressed-tensors" in formats:
         from .compressed_tensors import check_grids, require
 
@@ -36,11 +41,16 @@ def write_formats(folder: str, formats: list[str]) -> dict[str, dict[str, Any]]:
             written[fmt] = {"path": ".", "size_bytes": folder_size(folder)}
             continue
         out = os.path.join(folder, SUBFOLDERS[fmt])
-        if fmt == "compressed-tensors":
-            from .compressed_tensors import export_compressed_tensors
+        _write(fmt, folder, out)
+        written[fmt] = {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out, _SUFFIXES[fmt])}
+        if fmt == "onnx":
+            from .onnx import FILES
 
-            export_compressed_tensors(folder, out)
-        written[fmt] = {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out)}
+            for kind, name in FILES.items():
+                written[f"onnx_{kind}"] = {
+                    "path": f"onnx/{name}",
+                    "size_bytes": os.path.getsize(os.path.join(out, name)),
+                }
     return written
 
 
@@ -51,8 +61,27 @@ def export_folder(folder: str, fmt: str, out: str | None = None) -> str:
     out = out or os.path.join(folder, SUBFOLDERS[fmt])
     if os.path.isdir(out) and os.listdir(out):
         raise RecipeError(f"{out} exists and is not empty; choose another folder with --out")
+    if fmt == "onnx":
+        from transformers import AutoConfig
+
+        from .onnx import check_task
+
+        archs = AutoConfig.from_pretrained(folder).architectures or []
+        check_task("sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "")
+    _write(fmt, folder, out)
+    return out
+
+
+#: the files whose bytes count as a format's size
+_SUFFIXES = {"compressed-tensors": (".safetensors",), "onnx": (".onnx",)}
+
+
+def _write(fmt: str, folder: str, out: str) -> None:
     if fmt == "compressed-tensors":
         from .compressed_tensors import export_compressed_tensors
 
         export_compressed_tensors(folder, out)
-    return out
+    elif fmt == "onnx":
+        from .onnx import export_onnx
+
+        export_onnx(folder, out)

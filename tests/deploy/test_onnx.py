@@ -1,0 +1,82 @@
+"""ONNX export of encoder classifiers: fp32 and dynamic int8 graphs run by onnxruntime."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_bert
+
+from hf_lite.cli import main
+from hf_lite.core.recipe import load_recipe
+from hf_lite.core.settings import RecipeError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+
+def _run(tmp_path, tiny_bert_dir, tiny_tsv, modifiers: str, formats: str = "[safetensors, onnx]"):
+    out = tmp_path / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        f"model: {{name_or_path: {tiny_bert_dir}}}\n"
+        f"data: {{train: {tiny_tsv}, eval: {tiny_tsv}, text_column: text, label_column: target, max_length: 16}}\n"
+        "training: {max_steps: 4, per_device_train_batch_size: 8, learning_rate: 1.0e-3}\n"
+        f"modifiers: {modifiers}\nexport: {{output_dir: {out}, formats: {formats}}}\n"
+    )
+    assert main(["run", str(recipe)]) == 0
+    return out
+
+
+def _logits(path: str, tok, texts):
+    import onnxruntime as ort
+
+    enc = tok(texts, padding=True, return_tensors="np")
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    feed = {i.name: enc[i.name].astype(np.int64) for i in session.get_inputs()}
+    return session.run(["logits"], feed)[0]
+
+
+def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_dir, tiny_tsv):
+    import onnx
+    from onnx import numpy_helper
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    out = _run(tmp_path, tiny_bert_dir, tiny_tsv, "[{type: magnitude_pruning, final_sparsity: 0.5, end: 2}]")
+    onnx_dir = out / "onnx"
+    assert {"model.onnx", "model_int8.onnx", "config.json", "tokenizer.json"} <= set(os.listdir(onnx_dir))
+    report = json.loads((out / "report.json").read_text())
+    assert report["formats"]["onnx_int8"]["size_bytes"] < report["formats"]["onnx_fp32"]["size_bytes"]
+    tok = AutoTokenizer.from_pretrained(onnx_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    texts = ["good movie", "the plot was very boring and the acting was weak"]
+    with torch.no_grad():
+        want = model(**tok(texts, padding=True, return_tensors="pt")).logits.numpy()
+    assert np.abs(_logits(str(onnx_dir / "model.onnx"), tok, texts) - want).max() < 1e-4
+    assert np.abs(_logits(str(onnx_dir / "model_int8.onnx"), tok, texts) - want).max() < 0.05
+    # the pruned zeros: fp32 initializers keep them, and the int8 codes of zero weights are 0
+    zeros = {n: (p == 0).float().mean().item() for n, p in model.named_parameters() if "encoder" in n and p.dim() == 2}
+    assert min(zeros.values()) > 0.3
+    inits = [numpy_helper.to_array(t) for t in onnx.load(str(onnx_dir / "model_int8.onnx")).graph.initializer]
+    int8 = [a for a in inits if a.dtype == np.int8 and a.ndim == 2]
+    assert int8 and sum((a == 0).sum() for a in int8) / sum(a.size for a in int8) > 0.3
+
+
+def test_onnx_is_refused_for_a_causal_lm_before_training():
+    with pytest.raises(RecipeError, match="onnx is written for sequence classifiers"):
+        load_recipe({"model": {"task": "causal-lm"}, "export": {"formats": ["safetensors", "onnx"]}})
+
+
+def test_hf_lite_export_onnx_for_a_written_folder(tmp_path, tiny_bert_dir, capsys):
+    folder = str(tmp_path / "plain")
+    tiny_bert().save_pretrained(folder)
+    from conftest import make_tokenizer
+
+    make_tokenizer(folder)
+    assert main(["export", folder, "--format", "onnx"]) == 0
+    assert "model_int8.onnx" in capsys.readouterr().out
+    assert os.path.isfile(os.path.join(folder, "onnx", "model.onnx"))
+    assert main(["export", folder, "--format", "onnx"]) == 2  # not over an existing one
