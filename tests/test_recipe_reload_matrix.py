@@ -16,19 +16,19 @@ import re
 import pytest
 import torch
 import yaml
-from conftest import REPO, WORDS, make_tokenizer, run_fresh, sentiment_rows, tiny_bert
+from conftest import CHAT_VOCAB, REPO, WORDS, make_chat_tokenizer, make_tokenizer, run_fresh, sentiment_rows, tiny_bert
 
 RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))
 PROBE = [[2, 7, 9, 11, 5, 3, 0, 0], [2, 12, 6, 8, 10, 14, 16, 3]]
 
 
-def tiny_llama_64(seed: int = 0):
+def tiny_llama_64(seed: int = 0, vocab_size: int = len(WORDS) + 5):
     """A tiny Llama whose widths (64, 128) fit group size 64 and 2:4 patterns."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(WORDS) + 5, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
     )  # fmt: skip
     return LlamaForCausalLM(config)
@@ -44,26 +44,47 @@ def assets(tmp_path_factory):
     llama = str(root / "llama")
     tiny_llama_64().save_pretrained(llama)
     make_tokenizer(llama)
+    chat = str(root / "chat")
+    tiny_llama_64(vocab_size=CHAT_VOCAB).save_pretrained(chat)
+    make_chat_tokenizer(chat)
+    jsonl = root / "chat.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"context": t, "response": t.split()[0]}) + "\n" for t, _ in sentiment_rows(24))
+    )
     tsv = root / "sst.tsv"
     tsv.write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in sentiment_rows(64)))
     txt = root / "text.txt"
     g = torch.Generator().manual_seed(0)
     txt.write_text(" ".join(WORDS[int(i)] for i in torch.randint(0, len(WORDS), (3000,), generator=g)))
-    return {"bert": bert, "llama": llama, "tsv": str(tsv), "txt": str(txt), "root": root}
+    return {
+        "bert": bert,
+        "llama": llama,
+        "chat": chat,
+        "jsonl": str(jsonl),
+        "tsv": str(tsv),
+        "txt": str(txt),
+        "root": root,
+    }
 
 
 def shrink(raw: dict, assets: dict, out: str) -> dict:
     """The recipe with tiny models, tiny data and a 2-step budget; modifiers untouched except group sizes
     wider than the tiny models' narrowest Linear (64 inputs)."""
-    causal = raw["model"].get("task") == "causal-lm"
-    raw["model"]["name_or_path"] = assets["llama" if causal else "bert"]
+    task = raw["model"].get("task")
+    kind = {"causal-lm": "llama", "chat": "chat"}.get(task, "bert")
+    raw["model"]["name_or_path"] = assets[kind]
     if "teacher" in raw:
-        raw["teacher"]["name_or_path"] = assets["llama" if causal else "bert"]
+        raw["teacher"]["name_or_path"] = assets[kind]
+    student = raw["model"].get("init_from_teacher")
+    if student and kind != "bert":  # the tiny Llamas have 2 blocks
+        student["layers"] = [i for i in student["layers"] if i < 2]
+    if task == "chat":
+        raw["generation"] = {**raw.get("generation", {}), "max_new_tokens": 4, "max_samples": 4, "prompts": ["good"]}
     for modifier in raw.get("modifiers", []):
         if (modifier.get("group_size") or 0) > 64:
             modifier["group_size"] = 64
     data = raw.setdefault("data", {})
-    source = assets["txt" if causal else "tsv"]
+    source = assets[{"llama": "txt", "chat": "jsonl"}.get(kind, "tsv")]
     for key in ("train", "eval"):
         if data.get(key):
             data[key] = source
@@ -132,9 +153,11 @@ def test_recipe_exports_and_reloads_without_hf_lite(path, assets, tmp_path):
     raw = read_with_exponent_floats(path)
     out = str(tmp_path / "out")
     report, model = run_recipe(shrink(raw, assets, out), return_model=True)
-    causal = raw["model"].get("task") == "causal-lm"
-    types = [m["type"] for m in raw["modifiers"]]
-    adapter = any(t in ("lora", "qlora") and not m.get("merge", t == "lora") for t, m in zip(types, raw["modifiers"]))
+    causal = raw["model"].get("task") in ("causal-lm", "chat")
+    types = [m["type"] for m in raw.get("modifiers") or []]
+    adapter = any(
+        t in ("lora", "qlora") and not m.get("merge", t == "lora") for t, m in zip(types, raw.get("modifiers") or [])
+    )
     kind = (
         "adapter"
         if adapter
