@@ -969,31 +969,12 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
     if BEGIN not in text or END not in text:
         print("README.md has no bench-table markers; left alone")
         return
+    # the headline tables only; RESULTS.md has every table, the goals and the plots
     block = ["**SST-2 on MiniLM-L6** (`bench/results/sst2_*.json`)", "", sst2_table(sst2_rows(False), compact=True), ""]
     for title, table in (
-        ("**SST-2 studies** (`make bench SECTION=studies`)", sst2_table(sst2_rows(True), compact=True)),
-        ("**Goals from the method issues, judged from these files**", goals_table()),
-        ("**int4 g32 at several seeds** (`make bench SECTION=int4_seeds`)", int4_seeds_table()),
-        ("**Wall time of the runs that made these files**", run_table()),
-        ("**Speed-ups, measured side by side**", speedups()),
-        ("**Training-step overhead vs a plain Trainer** (30 steps, 3 interleaved repeats)", overhead_table()),
-        (
-            "**Disk size per format** (`formats_sst2.json`; bitsandbytes keeps embeddings, pooler and classifier in float)",
-            formats_table(),
-        ),
-        ("**hf_lite QAT vs torchao QAT**", torchao_table()),
+        ("**One-shot on SmolLM2-135M** (WikiText-2 perplexity, `oneshot_smollm2.json`)", oneshot_table()),
         ("**SAMSum with SmolLM2-135M-Instruct** (`samsum.json`, ROUGE F1 on 50 test dialogues)", samsum_table()),
-        ("**compressed-tensors export** (`deploy_compressed_tensors.json`)", deploy_ct_table()),
         ("**ONNX export of SST-2 classifiers** (`deploy_onnx.json`)", deploy_onnx_table()),
-        ("**One-shot on SmolLM2-135M** (`oneshot_smollm2.json`)", oneshot_table()),
-        ("**More one-shot settings** (`make bench SECTION=oneshot_variants`)", oneshot_table(core=False)),
-        ("**GPTQ g128: dampening and calibration domain** (`oneshot_gptq_calibration.json`)", gptq_calibration_table()),
-        ("**hf_lite vs llm-compressor, one run** (`oneshot_vs_llmcompressor.json`)", peers_table()),
-        (
-            "**Recovery after one-shot** (`smollm2_sparsegpt24_recover.json`, `smollm2_gptq_g128_recover.json`, "
-            "WikiText-2 ppl)",
-            recovery_table(),
-        ),
     ):
         if table:
             block += [title, "", table, ""]
