@@ -79,7 +79,7 @@ def _cmd_export(a) -> int:
     from .deploy import export_folder
     from .report import folder_size
 
-    out = export_folder(a.model_dir, a.format, a.out)
+    out = export_folder(a.model_dir, a.format, a.out, a.gguf_type)
     before = folder_size(a.model_dir) / 2**20
     if a.format == "onnx":
         from .deploy.onnx import FILES
@@ -87,7 +87,8 @@ def _cmd_export(a) -> int:
         sizes = ", ".join(f"{n} {os.path.getsize(os.path.join(out, n)) / 2**20:.1f} MiB" for n in FILES.values())
         print(f"wrote {out} ({sizes}; {before:.1f} MiB of safetensors before)")
         return 0
-    print(f"wrote {out} ({folder_size(out) / 2**20:.1f} MiB of weights; {before:.1f} MiB before)")
+    size = folder_size(out, (".gguf",) if a.format == "gguf" else (".safetensors",))
+    print(f"wrote {out} ({size / 2**20:.1f} MiB of weights; {before:.1f} MiB before)")
     return 0
 
 
@@ -162,7 +163,13 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("export", help="write a deployment format for an exported folder")
     p.add_argument("model_dir")
-    p.add_argument("--format", required=True, choices=["compressed-tensors", "onnx"])
+    p.add_argument("--format", required=True, choices=["compressed-tensors", "onnx", "gguf"])
+    p.add_argument(
+        "--gguf-type",
+        default="auto",
+        choices=["auto", "f32", "f16", "q8_0", "q4_0", "q4_1"],
+        help="gguf: the block Linears' type (auto: the one that holds the model's hf_lite grid exactly, else q8_0)",
+    )
     p.add_argument("--out", help="default: MODEL_DIR/<format>")
     p.set_defaults(func=_cmd_export)
 

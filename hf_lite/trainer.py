@@ -120,6 +120,10 @@ class LiteTrainerMixin:
         self.session = CompressionSession(parsed.build_modifiers() if parsed else [])
         if parsed is not None and model is not None and not pipeline:
             model = apply_model_section(model, parsed, type(self).__name__)
+        if parsed is not None and model is not None and "gguf" in parsed.export.formats:
+            from .deploy.gguf import check_model
+
+            check_model(getattr(model, "config", None))  # an architecture GGUF cannot take: before training
         teacher_model = self._resolve_teacher(parsed, model, teacher_model)
         self.teacher = teacher_model
         self.session.ctx.teacher = teacher_model

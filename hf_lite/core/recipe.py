@@ -309,16 +309,23 @@ class ExportSettings(Settings):
     #: what to write: ``safetensors`` (the output folder itself: plain transformers weights) and deployment
     #: formats, each into its own subfolder: ``compressed-tensors`` (int4/int8 weight-only pack-quantized,
     #: for transformers and vLLM; needs an int-grid quantizer and ``pip install 'hf-lite[deploy]'``), ``onnx``
-    #: (sequence classifiers: fp32 and dynamic-int8 graphs for onnxruntime; same extra)
-    formats: list[Literal["safetensors", "compressed-tensors", "onnx"]] = dataclasses.field(
+    #: (sequence classifiers: fp32 and dynamic-int8 graphs for onnxruntime; same extra), ``gguf`` (Llama-
+    #: architecture causal LMs for llama.cpp; see ``gguf_type``)
+    formats: list[Literal["safetensors", "compressed-tensors", "onnx", "gguf"]] = dataclasses.field(
         default_factory=lambda: ["safetensors"]
     )
+    #: GGUF type of the block Linears (format ``gguf``): ``auto`` is the type that holds the recipe's int
+    #: grid exactly (symmetric int4 in groups of 32 -> q4_0, int4 g32 with a zero point -> q4_1, symmetric
+    #: int8 g32 -> q8_0), else q8_0
+    gguf_type: Literal["auto", "f32", "f16", "q8_0", "q4_0", "q4_1"] = "auto"
 
     def validate(self) -> None:
         if "safetensors" not in self.formats:
             self.fail("formats", "safetensors is the export every other format is written from; keep it in the list")
         if len(set(self.formats)) != len(self.formats):
             self.fail("formats", "list each format once")
+        if self.gguf_type != "auto" and "gguf" not in self.formats:
+            self.fail("gguf_type", "is read only when formats lists gguf; add it or remove gguf_type")
 
 
 @dataclasses.dataclass

@@ -144,7 +144,7 @@ class CompressionSession:
                 m.extra_files(folder, export_settings)
             from ..deploy import write_formats
 
-            self.formats_written = write_formats(folder, export_settings.formats)
+            self.formats_written = write_formats(folder, export_settings.formats, export_settings.gguf_type)
 
     def export_copy(self, model: nn.Module, folder: str, tokenizer: Any = None, export_settings: Any = None) -> None:
         """Export what finalize would make of ``model`` now, leaving the training model and this session

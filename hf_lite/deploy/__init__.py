@@ -13,7 +13,7 @@ from typing import Any
 from ..core.settings import RecipeError
 
 #: format -> the subfolder it is written to
-SUBFOLDERS = {"compressed-tensors": "compressed-tensors", "onnx": "onnx"}
+SUBFOLDERS = {"compressed-tensors": "compressed-tensors", "onnx": "onnx", "gguf": "gguf"}
 FORMATS = ("safetensors", *SUBFOLDERS)
 
 
@@ -24,6 +24,11 @@ def check_formats(formats: list[str], modifiers: list[Any], task: str = "sequenc
 
         check_task(task)
         require()
+    if "gguf" in formats:
+        from .gguf import check_task, require
+
+        check_task(task)
+        require()
     if "compressed-tensors" in formats:
         from .compressed_tensors import check_grids, require
 
@@ -31,7 +36,7 @@ def check_formats(formats: list[str], modifiers: list[Any], task: str = "sequenc
         check_grids([g for m in modifiers if (g := m.weight_grid()) is not None])
 
 
-def write_formats(folder: str, formats: list[str]) -> dict[str, dict[str, Any]]:
+def write_formats(folder: str, formats: list[str], gguf_type: str = "auto") -> dict[str, dict[str, Any]]:
     """Write every format but ``safetensors`` from the exported ``folder``; their paths and sizes."""
     from ..report import folder_size
 
@@ -41,8 +46,11 @@ def write_formats(folder: str, formats: list[str]) -> dict[str, dict[str, Any]]:
             written[fmt] = {"path": ".", "size_bytes": folder_size(folder)}
             continue
         out = os.path.join(folder, SUBFOLDERS[fmt])
-        _write(fmt, folder, out)
+        result = _write(fmt, folder, out, gguf_type)
         written[fmt] = {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out, _SUFFIXES[fmt])}
+        if fmt == "gguf":
+            written[fmt].update({k: v for k, v in result.items() if k != "path"})
+            written[fmt]["path"] = os.path.relpath(result["path"], folder)
         if fmt == "onnx":
             from .onnx import FILES
 
@@ -54,7 +62,7 @@ def write_formats(folder: str, formats: list[str]) -> dict[str, dict[str, Any]]:
     return written
 
 
-def export_folder(folder: str, fmt: str, out: str | None = None) -> str:
+def export_folder(folder: str, fmt: str, out: str | None = None, gguf_type: str = "auto") -> str:
     """``hf-lite export``: write ``fmt`` for an exported folder (to ``out`` or the format's subfolder)."""
     if fmt not in SUBFOLDERS:
         raise RecipeError(f"export format {fmt!r}: choose one of {sorted(SUBFOLDERS)}")
@@ -68,15 +76,15 @@ def export_folder(folder: str, fmt: str, out: str | None = None) -> str:
 
         archs = AutoConfig.from_pretrained(folder).architectures or []
         check_task("sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "")
-    _write(fmt, folder, out)
+    _write(fmt, folder, out, gguf_type)
     return out
 
 
 #: the files whose bytes count as a format's size
-_SUFFIXES = {"compressed-tensors": (".safetensors",), "onnx": (".onnx",)}
+_SUFFIXES = {"compressed-tensors": (".safetensors",), "onnx": (".onnx",), "gguf": (".gguf",)}
 
 
-def _write(fmt: str, folder: str, out: str) -> None:
+def _write(fmt: str, folder: str, out: str, gguf_type: str = "auto") -> dict[str, Any]:
     if fmt == "compressed-tensors":
         from .compressed_tensors import export_compressed_tensors
 
@@ -85,3 +93,8 @@ def _write(fmt: str, folder: str, out: str) -> None:
         from .onnx import export_onnx
 
         export_onnx(folder, out)
+    elif fmt == "gguf":
+        from .gguf import export_gguf
+
+        return export_gguf(folder, out, gguf_type)
+    return {}
