@@ -679,9 +679,50 @@ def deploy_onnx_table() -> str:
     return "\n".join(lines)
 
 
+def deploy_gguf_table() -> str:
+    rows = (load("deploy_gguf") or {}).get("rows") or {}
+    if not rows:
+        return ""
+    lines = [
+        "| model | engine | file MiB | block weights vs fp32 | WikiText-2 ppl | prompt tok/s | decode tok/s | decode vs fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "dense_fp32_transformers": ("dense fp32", "transformers"),
+        "gptq_fp32_transformers": ("GPTQ int4 g32, our export (dequantized)", "transformers"),
+        "dense_q8_0": ("dense, GGUF Q8_0 (gguf's quantizer)", "llama.cpp"),
+        "gptq_q8_0": ("GPTQ int4 g32, GGUF Q8_0", "llama.cpp"),
+        "gptq_q4_0": ("GPTQ int4 g32, GGUF Q4_0 from our codes", "llama.cpp"),
+    }
+    for key, (label, engine) in labels.items():
+        r = rows.get(key)
+        if not r:
+            continue
+        cells = [
+            label, engine, f"{r['file_mib']:.0f}" if "file_mib" in r else "-",
+            f"{r['block_ratio_vs_fp32']:.3f}x" if "block_ratio_vs_fp32" in r else "-", f"{r['ppl']:.2f}",
+            f"{r['prompt_tokens_per_s']:.0f}" if "prompt_tokens_per_s" in r else "-",
+            f"{r['decode_tokens_per_s']:.1f}" if "decode_tokens_per_s" in r else "-",
+            f"{r['decode_speedup_vs_fp32_transformers']:.2f}x" if "decode_speedup_vs_fp32_transformers" in r else "-",
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
-    onnx_rows = (load("deploy_onnx") or {}).get("rows") or {}
+    gg = (load("deploy_gguf") or {}).get("rows") or {}
     goals = []
+    q4 = gg.get("gptq_q4_0")
+    if q4:
+        goals += [
+            ("#21", "GGUF int4 block weights <= 0.35x of fp32", f"{q4['block_ratio_vs_fp32']:.3f}x",
+             q4["block_ratio_vs_fp32"] <= 0.35),
+            ("#21", "GGUF int4 decode >= 3x fp32 transformers (batch 1)",
+             f"{q4['decode_speedup_vs_fp32_transformers']:.2f}x", q4["decode_speedup_vs_fp32_transformers"] >= 3),
+            ("#21", "GGUF int4 perplexity within 2% of our dequantized export of the same grid",
+             f"{q4['ppl']:.2f} vs {gg['gptq_fp32_transformers']['ppl']:.2f}", q4["ppl_vs_our_export"] <= 1.02),
+        ]  # fmt: skip
+    onnx_rows = (load("deploy_onnx") or {}).get("rows") or {}
     for name, r in onnx_rows.items():
         sp, keep = r["speedup_vs_torch_fp32"], r["accuracy_vs_dense_torch"]["ort_int8"]
         goals.append(("#21", f"ONNX int8 ({name}) >= 3x torch fp32 at >= 99% of dense accuracy",
@@ -920,6 +961,14 @@ def main() -> None:
             samsum_table(),
             "",
         ]
+    if deploy_gguf_table():
+        parts += [
+            "## GGUF in llama.cpp (`make bench SECTION=deploy_gguf`; SmolLM2-135M, batch 1, 2 threads, medians of "
+            "3 alternating rounds)",
+            "",
+            deploy_gguf_table(),
+            "",
+        ]
     if deploy_onnx_table():
         parts += [
             "## ONNX export of SST-2 classifiers (`make bench SECTION=deploy_onnx`; speed-ups against torch fp32, "
@@ -975,6 +1024,7 @@ def update_readme(rows: list[tuple[str, dict]]) -> None:
         ("**One-shot on SmolLM2-135M** (WikiText-2 perplexity, `oneshot_smollm2.json`)", oneshot_table()),
         ("**SAMSum with SmolLM2-135M-Instruct** (`samsum.json`, ROUGE F1 on 50 test dialogues)", samsum_table()),
         ("**ONNX export of SST-2 classifiers** (`deploy_onnx.json`)", deploy_onnx_table()),
+        ("**GGUF in llama.cpp** (`deploy_gguf.json`, SmolLM2-135M, batch 1)", deploy_gguf_table()),
     ):
         if table:
             block += [title, "", table, ""]

@@ -1493,6 +1493,121 @@ def section_deploy_onnx(names: list[str] | None = None) -> None:
         save("deploy_onnx", {"protocol": section_deploy_onnx.__doc__, "dense_accuracy": dense_acc, "rows": rows})
 
 
+def section_deploy_gguf() -> None:
+    """SmolLM2-135M: dense fp32 in transformers against GGUF files run by llama.cpp (llama-cpp-python, 2
+    threads): GPTQ int4 g32 symmetric (protocol calibration) written as Q4_0 from its own codes, the same
+    model in Q8_0, and the dense model in Q8_0. File sizes, WikiText-2 perplexity by the protocol (32 windows
+    of 512; llama.cpp's logits through llama-cpp-python), prompt tokens/s (one 256-token prompt) and decode
+    tokens/s (128 greedy tokens) at batch 1; engines alternate over 3 rounds, medians."""
+    import llama_cpp
+    import numpy as np
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite.deploy.gguf import export_gguf
+    from hf_lite.models import load_model, load_tokenizer, resolve_model_path
+    from hf_lite.oneshot import apply_recipe_
+    from hf_lite.oneshot.apply import calibration_token_chunks
+    from hf_lite.oneshot.evaluate import perplexity, text_windows
+
+    torch.set_num_threads(2)
+    tok = load_tokenizer("smollm2-135m")
+    cal = calibration_token_chunks(open(f"{SHARED}/tiny_shakespeare/input.txt").read(), tok, 32, 256)
+    windows = text_windows(open(f"{SHARED}/wikitext2_raw/wiki.test.raw", encoding="utf-8").read(), tok, 512, 32)
+    dense_dir = resolve_model_path("smollm2-135m")
+    gptq_dir = os.path.join(OUT, "deploy_gguf_gptq_g32")
+    if not os.path.isfile(os.path.join(gptq_dir, "model.safetensors")):
+        model = load_model("smollm2-135m", "causal-lm")
+        session = apply_recipe_(
+            model, {"modifiers": [{"type": "gptq", "bits": 4, "group_size": 32, "symmetric": True}]}, cal
+        )
+        session.export(model, gptq_dir, tok)
+    files = {
+        "gptq_q4_0": export_gguf(gptq_dir, os.path.join(gptq_dir, "gguf"), "q4_0"),
+        "gptq_q8_0": export_gguf(gptq_dir, os.path.join(gptq_dir, "gguf"), "q8_0"),
+        "dense_q8_0": export_gguf(dense_dir, os.path.join(OUT, "deploy_gguf_dense"), "q8_0"),
+    }
+
+    def block_bytes(path: str) -> int:
+        with safe_open(path, "pt") as f:
+            return sum(f.get_slice(k).get_shape()[0] * f.get_slice(k).get_shape()[1] * 4 for k in f.keys()
+                       if ".layers." in k and "norm" not in k)  # fmt: skip
+
+    def gguf_block_bytes(path: str) -> int:
+        import gguf
+
+        return sum(
+            int(t.n_bytes) for t in gguf.GGUFReader(path).tensors if t.name.startswith("blk.") and "norm" not in t.name
+        )
+
+    def llama_ppl(llm) -> float:
+        nll, count = 0.0, 0
+        for row in windows.tolist():
+            llm.reset()
+            llm.eval(row)
+            logits = torch.tensor(np.array(llm.scores[: len(row)]))
+            nll += float(torch.nn.functional.cross_entropy(logits[:-1], torch.tensor(row[1:]), reduction="sum"))
+            count += len(row) - 1
+        return float(np.exp(nll / count))
+
+    prompt = windows[0, :256].tolist()
+
+    def llama_speed(llm) -> tuple[float, float]:
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(prompt)
+        prompt_tps = len(prompt) / (time.perf_counter() - t)
+        t, n = time.perf_counter(), 0
+        for _token in llm.generate(prompt[:16], top_k=1, reset=True):
+            n += 1
+            if n == 128:
+                break
+        return prompt_tps, n / (time.perf_counter() - t)
+
+    dense = AutoModelForCausalLM.from_pretrained(dense_dir).eval()
+    ours = AutoModelForCausalLM.from_pretrained(gptq_dir).eval()
+
+    def torch_speed(model) -> tuple[float, float]:
+        ids = torch.tensor([prompt])
+        with torch.inference_mode():
+            t = time.perf_counter()
+            model(ids)
+            prompt_tps = len(prompt) / (time.perf_counter() - t)
+            t = time.perf_counter()
+            out = model.generate(ids[:, :16], max_new_tokens=128, min_new_tokens=128, do_sample=False)
+            return prompt_tps, (out.shape[1] - 16) / (time.perf_counter() - t)
+
+    llms = {
+        k: llama_cpp.Llama(v["path"], n_ctx=512, n_threads=2, logits_all=True, verbose=False) for k, v in files.items()
+    }
+    rows = {k: {**v, "file_mib": os.path.getsize(v["path"]) / 2**20, "block_bytes": gguf_block_bytes(v["path"])}
+            for k, v in files.items()}  # fmt: skip
+    rows["dense_fp32_transformers"] = {"file_mib": os.path.getsize(os.path.join(dense_dir, "model.safetensors")) / 2**20,
+                                       "block_bytes": block_bytes(os.path.join(dense_dir, "model.safetensors"))}  # fmt: skip
+    rows["dense_fp32_transformers"]["ppl"] = perplexity(dense, windows)
+    rows["gptq_fp32_transformers"] = {"ppl": perplexity(ours, windows)}
+    for k, llm in llms.items():
+        rows[k]["ppl"] = llama_ppl(llm)
+    speeds: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(3):
+        speeds.setdefault("dense_fp32_transformers", []).append(torch_speed(dense))
+        for k, llm in llms.items():
+            speeds.setdefault(k, []).append(llama_speed(llm))
+    for k, v in speeds.items():
+        rows[k]["prompt_tokens_per_s"] = statistics.median(p for p, _ in v)
+        rows[k]["decode_tokens_per_s"] = statistics.median(d for _, d in v)
+    base = rows["dense_fp32_transformers"]
+    for k in files:
+        rows[k]["block_ratio_vs_fp32"] = rows[k]["block_bytes"] / base["block_bytes"]
+        rows[k]["decode_speedup_vs_fp32_transformers"] = rows[k]["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+    rows["gptq_q4_0"]["ppl_vs_our_export"] = rows["gptq_q4_0"]["ppl"] / rows["gptq_fp32_transformers"]["ppl"]
+    print(f"[bench] deploy_gguf: {json.dumps(rows, default=str)[:1500]}", flush=True)
+    save(
+        "deploy_gguf",
+        {"protocol": section_deploy_gguf.__doc__, "llama_cpp_python": llama_cpp.__version__, "rows": rows},
+    )
+
+
 SAMSUM = os.path.normpath(os.path.join(REPO, "..", "shared", "data", "samsum"))
 #: SAMSum protocol (the shared data has no train split): the first 128 validation dialogues train for one
 #: epoch (batch 4, 32 steps, dialogues over 384 tokens left out), the first 50 test dialogues are scored
@@ -1701,6 +1816,7 @@ STUDIES = {
     "deploy_ct": section_deploy_ct,
     "samsum": section_samsum,
     "deploy_onnx": section_deploy_onnx,
+    "deploy_gguf": section_deploy_gguf,
 }
 SECTIONS = {**CORE, **STUDIES}
 DONE: set[str] = set()  # sections finished in this process
