@@ -6,7 +6,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 SECTION ?= all
 
-.PHONY: install demo test test-gpu lint bench peers-venv clean
+.PHONY: install demo test test-gguf test-gpu lint bench peers-venv clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -23,6 +23,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
+
+# llama.cpp's Python binding builds from source (no wheel here); only the GGUF tests and bench need it
+test-gguf: install
+	$(PY) -c "import llama_cpp" 2>/dev/null || $(PIP) install -q llama-cpp-python
+	HF_LITE_REQUIRE_LLAMA_CPP=1 $(PY) -m pytest -q tests/deploy/test_gguf.py
 
 # multi-GPU FSDP2 (and the ZeRO-3 refusal with deepspeed installed); skips without 2 CUDA GPUs
 test-gpu: install

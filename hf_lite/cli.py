@@ -92,11 +92,35 @@ def _cmd_export(a) -> int:
     return 0
 
 
+def _chat_gguf(a) -> int:
+    """``hf-lite chat FILE.gguf``: the same conversation loop, run by llama.cpp (llama-cpp-python)."""
+    try:
+        import llama_cpp
+    except ImportError as e:
+        raise RecipeError("chat: a .gguf file runs with llama.cpp: pip install llama-cpp-python") from e
+    llm = llama_cpp.Llama(a.model_dir, n_ctx=2048, verbose=False)
+    history = [{"role": "system", "content": a.system}] if a.system else []
+    for line in [a.prompt] if a.prompt is not None else sys.stdin:
+        if not line.strip():
+            continue
+        history.append({"role": "user", "content": line.strip()})
+        parts = []
+        for chunk in llm.create_chat_completion(history, max_tokens=a.max_new_tokens, temperature=0.0, stream=True):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            parts.append(piece)
+            print(piece, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": "".join(parts).strip()})
+    return 0
+
+
 def _cmd_chat(a) -> int:
     """Answer --prompt once, or read messages from stdin until EOF (a conversation with history)."""
     from .generation import stream_reply
     from .models import load_model, load_tokenizer
 
+    if a.model_dir.endswith(".gguf") and os.path.isfile(a.model_dir):
+        return _chat_gguf(a)
     if not os.path.isdir(a.model_dir) or not os.path.isfile(os.path.join(a.model_dir, "config.json")):
         raise RecipeError(f"chat: {a.model_dir!r} is not a model folder (no config.json); give an exported folder")
     from transformers import AutoConfig
@@ -173,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="default: MODEL_DIR/<format>")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("chat", help="talk to an exported causal LM or encoder-decoder (streams its answers)")
+    p = sub.add_parser(
+        "chat", help="talk to an exported causal LM, encoder-decoder or .gguf file (streams its answers)"
+    )
     p.add_argument("model_dir")
     p.add_argument("--prompt", help="answer this one message and exit (default: read messages from stdin)")
     p.add_argument("--system", help="a system message put first")

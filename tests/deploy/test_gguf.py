@@ -18,6 +18,15 @@ from hf_lite.core.settings import RecipeError
 gguf = pytest.importorskip("gguf")
 
 
+def llama_cpp_module():
+    """llama-cpp-python, or a skip; under `make test-gguf` (HF_LITE_REQUIRE_LLAMA_CPP=1) a missing build fails."""
+    if os.environ.get("HF_LITE_REQUIRE_LLAMA_CPP"):
+        import llama_cpp
+
+        return llama_cpp
+    return pytest.importorskip("llama_cpp")
+
+
 @pytest.fixture(scope="module")
 def bpe_llama(tmp_path_factory):
     """A tiny Llama (hidden 64, 2 blocks) with a byte-level BPE tokenizer and a ChatML template."""
@@ -129,7 +138,7 @@ def test_gguf_is_refused_before_training_where_it_cannot_be_written(tmp_path):
 
 
 def test_llama_cpp_runs_the_gguf_like_transformers(tmp_path, bpe_llama):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    llama_cpp = llama_cpp_module()
     from transformers import AutoModelForCausalLM
 
     ids = [5, 17, 42, 9, 100, 61, 7, 33]
@@ -146,3 +155,11 @@ def test_llama_cpp_runs_the_gguf_like_transformers(tmp_path, bpe_llama):
             want = model(torch.tensor([ids])).logits[0].numpy()
         assert np.abs(got - want).max() < tol, (gguf_type, float(np.abs(got - want).max()))
         assert (got.argmax(-1) == want.argmax(-1)).all()
+
+
+def test_hf_lite_chat_talks_to_a_gguf_file(tmp_path, bpe_llama, capsys):
+    llama_cpp_module()
+    out, info = _export(tmp_path, bpe_llama, [], gguf_type="f32")
+    capsys.readouterr()
+    assert main(["chat", os.path.join(out, info["path"]), "--prompt", "good movie", "--max-new-tokens", "4"]) == 0
+    assert capsys.readouterr().out.endswith("\n")
