@@ -125,25 +125,16 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 def read_chat_rows(settings: DataSettings) -> tuple[list | None, list | None]:
     """(train, eval) conversations read and checked before any model loads; either may be None."""
-    from .data import _line, load_split
+    from .data import _line, load_split, split_sources
 
     out = []
-    for where, source, limit in (
-        ("train", settings.train, settings.max_train_samples),
-        ("eval", settings.eval, settings.max_eval_samples),
-    ):
+    for where, source, limit in split_sources(settings):
         if source is None:
             out.append(None)
             continue
         ds = load_split(source, "train" if where == "train" else "validation", settings.fallback, f"data.{where}")
-        wanted = (
-            [settings.messages_column]
-            if settings.messages_column
-            else [
-                settings.prompt_column,
-                settings.response_column,
-            ]
-        )
+        wanted = [settings.messages_column] if settings.messages_column else [settings.prompt_column]
+        wanted += [] if settings.messages_column else [settings.response_column]
         missing = [c for c in wanted if c not in ds.column_names]
         if missing:
             keys = "data.messages_column" if settings.messages_column else "data.prompt_column / data.response_column"

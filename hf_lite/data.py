@@ -94,6 +94,11 @@ def load_split(source: str, split: str, fallback: str | None = None, key: str = 
     raise DataError(f"{key}: {source!r} has no split {split!r}")
 
 
+def split_sources(settings: DataSettings) -> tuple[tuple[str, str | None, int | None], ...]:
+    """(where, source, row limit) of the training and evaluation data."""
+    return ("train", settings.train, settings.max_train_samples), ("eval", settings.eval, settings.max_eval_samples)
+
+
 def _check_columns(ds, settings: DataSettings, where: str, need_label: bool) -> None:
     wanted = [settings.text_column] + ([settings.text_pair_column] if settings.text_pair_column else [])
     if need_label:
@@ -204,10 +209,7 @@ def infer_labels(splits: dict[str, tuple[Any, str]], settings: DataSettings, mod
 def read_classification(settings: DataSettings, model) -> tuple[Any, Any, Labels]:
     """(train, eval, labels) read and checked before any model loads; train/eval may be None."""
     splits: dict[str, tuple[Any, str]] = {}
-    for where, source, limit in (
-        ("train", settings.train, settings.max_train_samples),
-        ("eval", settings.eval, settings.max_eval_samples),
-    ):
+    for where, source, limit in split_sources(settings):
         if source is None:
             continue
         ds = load_split(source, "train" if where == "train" else "validation", settings.fallback, f"data.{where}")
@@ -277,10 +279,7 @@ def causal_lm_blocks(text: str, tokenizer, block: int, max_blocks: int | None = 
 
 def causal_lm_datasets(settings: DataSettings, tokenizer):
     out = []
-    for where, source, limit in (
-        ("train", settings.train, settings.max_train_samples),
-        ("eval", settings.eval, settings.max_eval_samples),
-    ):
+    for where, source, limit in split_sources(settings):
         if source is None:
             out.append(None)
             continue
