@@ -24,9 +24,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
 
-# llama.cpp's Python binding builds from source (no wheel here); only the GGUF tests and bench need it
+# llama.cpp's Python binding builds from source (no wheel here; its multimodal library is left out); only
+# the GGUF tests, `hf-lite chat FILE.gguf` and the deploy_gguf bench need it
 test-gguf: install
-	$(PY) -c "import llama_cpp" 2>/dev/null || $(PIP) install -q llama-cpp-python
+	$(PY) -c "import llama_cpp" 2>/dev/null || CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q llama-cpp-python
 	HF_LITE_REQUIRE_LLAMA_CPP=1 $(PY) -m pytest -q tests/deploy/test_gguf.py
 
 # multi-GPU FSDP2 (and the ZeRO-3 refusal with deepspeed installed); skips without 2 CUDA GPUs
