@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,6 +129,11 @@ def launch(root, nproc: int, bs: int, device: str = "cpu") -> None:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), str(script)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0 and "terminate called without an active exception" in proc.stderr:
+        # a rare abort in a C++ thread's teardown (seen once in ~10 runs, never in a result): run again once
+        shutil.rmtree(out)
+        out.mkdir()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
 
