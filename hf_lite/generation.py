@@ -245,15 +245,8 @@ def teacher_cache_file(teacher_path: str, conversations: list, settings: Generat
     from .models import cache_dir, resolve_model_path
 
     folder = resolve_model_path(teacher_path)
-    stamp = (
-        [
-            (f, os.path.getmtime(os.path.join(folder, f)))
-            for f in sorted(os.listdir(folder))
-            if os.path.isdir(folder) and f.endswith(".safetensors")
-        ]
-        if os.path.isdir(folder)
-        else []
-    )
+    weights = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if os.path.isdir(folder) else []
+    stamp = [(f, os.path.getmtime(os.path.join(folder, f))) for f in weights]
     key = json.dumps(
         [teacher_path, stamp, conversations, settings.max_new_tokens, settings.num_beams], sort_keys=True, default=str
     )

@@ -249,7 +249,8 @@ SCRIPT_OWNED = {
     "model": ("the model passed in", {"init_from_teacher"}),
     "data": ("the datasets passed in", set()),
     "training": ("the TrainingArguments", set()),
-    "export": ("your own save_model / push_to_hub calls", {"checkpoints", "save_adapter"}),
+    "export": ("your own save_model / push_to_hub calls", {"checkpoints", "save_adapter", "formats", "gguf_type"}),
+    "generation": ("your own hf_lite.generation.evaluate_generation calls", set()),
 }
 
 
@@ -272,7 +273,7 @@ def apply_model_section(model: nn.Module, recipe: Recipe, where: str) -> nn.Modu
     if ignored:
         logger.warning(
             "hf_lite: %s uses the recipe's modifiers, teacher, calibration, model.init_from_teacher and "
-            "export.checkpoints/save_adapter; "
+            "export.checkpoints/save_adapter/formats/gguf_type; "
             "ignored here: %s. `hf-lite run` reads them.",
             where,
             "; ".join(ignored),

@@ -317,3 +317,17 @@ def test_sequence_level_kd_needs_a_teacher():
 
     with pytest.raises(RecipeError, match="response_source: teacher needs a teacher"):
         load_recipe({"model": {"task": "chat"}, "data": {"response_source": "teacher"}})
+
+
+def test_a_script_trainer_names_the_generation_section_it_does_not_run(tmp_path, chat_dir, caplog):
+    import logging
+
+    from conftest import training_args
+    from transformers import AutoModelForCausalLM
+
+    from hf_lite import LiteTrainer
+
+    recipe = {"model": {"task": "chat"}, "generation": {"max_new_tokens": 8}, "export": {"formats": ["safetensors"]}}
+    with caplog.at_level(logging.WARNING):
+        LiteTrainer(model=AutoModelForCausalLM.from_pretrained(chat_dir), args=training_args(tmp_path), recipe=recipe)
+    assert "generation.{max_new_tokens}" in caplog.text and "export.{" not in caplog.text
