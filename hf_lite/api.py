@@ -319,6 +319,15 @@ class _Run:
         if is_main():
             self.recipe.save(self.stage, portable=True)
 
+    def measure_onnx(self) -> dict[str, Any]:
+        """Accuracy and latency of the ONNX graphs next to the exported PyTorch folder (rank 0)."""
+        from .deploy.onnx import measure_onnx
+
+        collate = self.trainer.data_collator
+        rows = [self.eval_ds[i] for i in range(len(self.eval_ds))]
+        batches = [collate(rows[i : i + 64]) for i in range(0, len(rows), 64)]
+        return measure_onnx(self.stage, os.path.join(self.stage, "onnx"), batches, self.recipe.data.max_length)
+
     def report(self) -> dict[str, Any]:
         from .export import write_json
         from .report import model_report
@@ -342,6 +351,8 @@ class _Run:
             report["labels"] = self.labels.names
         if is_main():
             report["formats"] = session.formats_written
+            if "onnx" in session.formats_written and self.eval_ds is not None:
+                report["deployment"] = {"onnx": self.timed("deploy_check_s", self.measure_onnx)}
         if self.generative:
             from .generation import report_samples
 

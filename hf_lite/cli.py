@@ -35,6 +35,10 @@ def _cmd_run(a: argparse.Namespace) -> int:
         f"hf-lite: sparsity {comp['sparsity']:.2%}, bits {comp['bits'] or 'float'}, "
         f"{comp['size_on_disk_bytes'] / 2**20:.1f} MiB on disk"
     )
+    if "onnx" in report.get("deployment", {}):
+        from .deploy.onnx import deployment_summary
+
+        print(f"hf-lite: {deployment_summary(report['deployment']['onnx'])}")
     return 0
 
 
@@ -147,7 +151,7 @@ def _cmd_chat(a) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-lite", description="Compress transformers models with a YAML recipe.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -211,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_cmd_push)
+    return parser
 
-    a = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if a.command == "run" else logging.WARNING, format="%(message)s")
     try:
         return a.func(a)

@@ -85,6 +85,7 @@ def test_fuzzed_recipes_never_traceback_long(tmp_path, capsys):
 
 BROKEN = [
     ("training: {learning_rate: abc}", "training.learning_rate"),
+    ("training: {max_steps: null}", "training.max_steps"),
     ("training: {learning_rate: -0.3}", "training.learning_rate"),
     ("training: {per_device_train_batch_size: -1}", "training.per_device_train_batch_size"),
     ("training: {num_train_epochs: -1}", "training.num_train_epochs"),

@@ -41,6 +41,17 @@ class Context:
     step: int = 0
     max_steps: int = 0
     teacher: nn.Module | None = None
+    #: the run's modifiers, told when one of them swaps a layer (``swap_module``)
+    modifiers: list[Modifier] = dataclasses.field(default_factory=list)
+
+    def swap_module(self, model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+        """Put ``new`` in place of the submodule ``old``; every modifier that held ``old`` holds ``new``
+        from now on (a mask written through a stale module would miss a sharded model)."""
+        from .targets import replace_module
+
+        replace_module(model, old, new)
+        for m in self.modifiers:
+            m.module_replaced(old, new)
 
 
 #: what a one-shot modifier hands the block-by-block runner: its target Linears, the input statistic
@@ -72,10 +83,18 @@ class Modifier:
         self.end_step = 0
         #: one-shot modifiers: True once ``compression_step`` has run (checkpointed, so resume skips it)
         self.applied = False
+        #: the modules this modifier acts on, by qualified name (filled at ``initialize``)
+        self.modules: dict[str, nn.Module] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         return model
+
+    def module_replaced(self, old: nn.Module, new: nn.Module) -> None:
+        """Another modifier swapped ``old`` for ``new`` in the model (``Context.swap_module``)."""
+        for name, m in self.modules.items():
+            if m is old:
+                self.modules[name] = new
 
     def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
         start = getattr(self.settings, "start", None)

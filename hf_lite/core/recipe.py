@@ -318,6 +318,10 @@ class ExportSettings(Settings):
     #: grid exactly (symmetric int4 in groups of 32 -> q4_0, int4 g32 with a zero point -> q4_1, symmetric
     #: int8 g32 -> q8_0), else q8_0
     gguf_type: Literal["auto", "f32", "f16", "q8_0", "q4_0", "q4_1"] = "auto"
+    #: require the GGUF block weights to be written exactly from the recipe's int grid (its own codes and
+    #: scales): a recipe whose grid the chosen ``gguf_type`` cannot hold is refused when it is loaded,
+    #: instead of being re-quantized by the gguf package
+    gguf_exact: bool = False
 
     def validate(self) -> None:
         if "safetensors" not in self.formats:
@@ -326,6 +330,8 @@ class ExportSettings(Settings):
             self.fail("formats", "list each format once")
         if self.gguf_type != "auto" and "gguf" not in self.formats:
             self.fail("gguf_type", "is read only when formats lists gguf; add it or remove gguf_type")
+        if self.gguf_exact and "gguf" not in self.formats:
+            self.fail("gguf_exact", "is read only when formats lists gguf; add it or remove gguf_exact")
 
 
 @dataclasses.dataclass
@@ -482,6 +488,9 @@ def coerce_training(training: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for key, value in training.items():
         allowed = _scalar_types(types_.get(key))
+        if allowed and value is None and type(None) not in allowed:
+            names = " or ".join(t.__name__ for t in allowed)
+            raise RecipeError(f"training.{key}: got null; expected {names} (leave the key out for its default)")
         if allowed and value is not None and not _fits(value, allowed):
             value = _coerce(key, value, allowed)
         if key in TRAINING_RANGES and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -517,6 +526,32 @@ def _coerce(key: str, value: Any, allowed: tuple[type, ...]) -> Any:
     raise RecipeError(f"training.{key}: got {value!r} ({type(value).__name__}); expected {names}")
 
 
+#: TrainingArguments fields that are gone, and what to use instead
+RENAMED_TRAINING = {
+    "no_cuda": "use_cpu",
+    "evaluation_strategy": "eval_strategy",
+    "overwrite_output_dir": "export.overwrite",
+}
+
+
+def _training_section(training: Any) -> dict[str, Any]:
+    """The ``training:`` mapping, checked against TrainingArguments' fields and converted to their types."""
+    training = {} if training is None else training
+    if not isinstance(training, dict):
+        raise RecipeError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
+    bad = sorted(set(training) - _training_fields())
+    if bad:
+        hints = [f"{b} -> {RENAMED_TRAINING[b]}" for b in bad if b in RENAMED_TRAINING]
+        raise RecipeError(
+            f"training: unknown TrainingArguments field(s) {bad}"
+            + (f" (renamed: {', '.join(hints)})" if hints else "")
+            + "; see transformers.TrainingArguments"
+        )
+    if "output_dir" in training:
+        raise RecipeError("training.output_dir: set export.output_dir instead (checkpoints go under it)")
+    return coerce_training(training)
+
+
 def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | None = None) -> Recipe:
     """Parse and validate a recipe (path, YAML text, dict, or a bare list of modifiers)."""
     data = _read(source)
@@ -535,27 +570,7 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
             raise RecipeError(f"{name}: expected a mapping, got {type(value).__name__}")
         return cls.from_dict(value or {}, section=name)
 
-    training = data.get("training")
-    training = {} if training is None else training
-    if not isinstance(training, dict):
-        raise RecipeError(f"training: expected a mapping of TrainingArguments fields, got {type(training).__name__}")
-    allowed = _training_fields()
-    bad = sorted(set(training) - allowed)
-    if bad:
-        removed = {
-            "no_cuda": "use_cpu",
-            "evaluation_strategy": "eval_strategy",
-            "overwrite_output_dir": "export.overwrite",
-        }
-        hints = [f"{b} -> {removed[b]}" for b in bad if b in removed]
-        raise RecipeError(
-            f"training: unknown TrainingArguments field(s) {bad}"
-            + (f" (renamed: {', '.join(hints)})" if hints else "")
-            + "; see transformers.TrainingArguments"
-        )
-    if "output_dir" in training:
-        raise RecipeError("training.output_dir: set export.output_dir instead (checkpoints go under it)")
-
+    training = _training_section(data.get("training"))
     specs = data.get("modifiers")
     specs = [] if specs is None else specs
     if not isinstance(specs, list):
@@ -565,7 +580,7 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
         model=section("model", ModelSettings),
         teacher=section("teacher", TeacherSettings) if data.get("teacher") else None,
         data=section("data", DataSettings),
-        training=coerce_training(training),
+        training=training,
         modifier_specs=[dict(s) if isinstance(s, dict) else s for s in specs],
         calibration=section("calibration", CalibrationSettings) if data.get("calibration") else None,
         export=section("export", ExportSettings),
@@ -578,7 +593,7 @@ def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | 
     modifiers = recipe.build_modifiers()  # validates every modifier's settings now
     from ..deploy import check_formats
 
-    check_formats(recipe.export.formats, modifiers, recipe.model.task)
+    check_formats(recipe.export.formats, modifiers, recipe.model.task, recipe.export)
     if recipe.calibration is not None and not any(m.one_shot for m in modifiers):
         logger.warning(
             "hf_lite: the recipe's calibration: section is not used: no one-shot modifier (wanda, sparsegpt, gptq, "

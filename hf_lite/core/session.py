@@ -22,7 +22,7 @@ class CompressionSession:
 
     def __init__(self, modifiers: list[Modifier]):
         self.modifiers = modifiers
-        self.ctx = Context()
+        self.ctx = Context(modifiers=self.modifiers)
         self.initialized = False
         self.finalized = False
         self.formats_written: dict[str, dict[str, Any]] = {}  # by export(): each format's path and size
@@ -154,7 +154,9 @@ class CompressionSession:
         model_copy, modifiers = copy.deepcopy((model, self.modifiers))
         twin = CompressionSession(modifiers)
         twin.initialized = True
-        twin.ctx = Context(step=self.ctx.step, max_steps=self.ctx.max_steps, teacher=self.ctx.teacher)
+        twin.ctx = Context(
+            step=self.ctx.step, max_steps=self.ctx.max_steps, teacher=self.ctx.teacher, modifiers=modifiers
+        )
         twin.export(twin.finalize(model_copy), folder, tokenizer, export_settings)
 
     def card_snippet(self, task: str, repo: str) -> str | None:

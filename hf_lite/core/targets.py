@@ -97,3 +97,16 @@ def set_decoder_blocks(model: nn.Module, blocks: nn.ModuleList) -> None:
     name, _ = decoder_blocks(model)
     owner, _, attr = name.rpartition(".")
     setattr(model.get_submodule(owner) if owner else model, attr, blocks)
+
+
+def replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` wherever ``old`` is a submodule of ``model``. Found by identity, not by name: names
+    change when a wrapper comes or goes (a LoRA merge turns ``x.base_layer`` into ``x``)."""
+    found = False
+    for parent in model.modules():
+        for child_name, child in parent._modules.items():
+            if child is old:
+                parent._modules[child_name] = new
+                found = True
+    if not found:
+        raise ValueError(f"replace_module: {type(old).__name__} is not a submodule of {type(model).__name__}")

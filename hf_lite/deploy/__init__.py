@@ -17,7 +17,9 @@ SUBFOLDERS = {"compressed-tensors": "compressed-tensors", "onnx": "onnx", "gguf"
 FORMATS = ("safetensors", *SUBFOLDERS)
 
 
-def check_formats(formats: list[str], modifiers: list[Any], task: str = "sequence-classification") -> None:
+def check_formats(
+    formats: list[str], modifiers: list[Any], task: str = "sequence-classification", export: Any = None
+) -> None:
     """Refuse, before any training, a format the recipe's task or modifiers cannot produce."""
     if "onnx" in formats:
         from .onnx import check_task, require
@@ -25,10 +27,12 @@ def check_formats(formats: list[str], modifiers: list[Any], task: str = "sequenc
         check_task(task)
         require()
     if "gguf" in formats:
-        from .gguf import check_task, require
+        from .gguf import check_exact, check_task, require
 
         check_task(task)
         require()
+        if export is not None and export.gguf_exact:
+            check_exact([g for m in modifiers if (g := m.weight_grid()) is not None], export.gguf_type)
     if "compressed-tensors" in formats:
         from .compressed_tensors import check_grids, require
 

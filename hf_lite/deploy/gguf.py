@@ -99,6 +99,28 @@ def _exact_blocks(codes: np.ndarray, scale: np.ndarray, zero: np.ndarray, qtype:
     return np.concatenate([d, m, _pack_nibbles(q)], axis=1).reshape(rows, -1)
 
 
+def check_exact(grids: list[dict[str, Any]], gguf_type: str) -> str:
+    """``export.gguf_exact``: the GGUF type that holds the recipe's one int grid exactly, or a RecipeError."""
+    holds = "q4_0: symmetric int4 in groups of 32; q4_1: int4 g32 with a zero point; q8_0: symmetric int8 g32"
+    if len(grids) != 1:
+        raise RecipeError(
+            f"export.gguf_exact: needs exactly one int-grid quantizer in modifiers (qat, rtn, gptq, ptq rtn); this "
+            f"recipe has {len(grids)}. Add one with a grid GGUF holds ({holds}) or remove gguf_exact"
+        )
+    grid = grids[0]
+    if gguf_type == "auto":
+        fitting = [t for t in EXACT if _grid_fits(grid, t)]
+        if fitting:
+            return fitting[0]
+    elif _grid_fits(grid, gguf_type):
+        return gguf_type
+    got = f"int{grid.get('bits')} group_size {grid.get('group_size')}, symmetric {grid.get('symmetric')}"
+    raise RecipeError(
+        f"export.gguf_exact: gguf_type {gguf_type} cannot hold the recipe's grid ({got}) exactly ({holds}); "
+        "change the quantizer's grid to one of these, or remove gguf_exact to let the gguf package re-quantize"
+    )
+
+
 def _grid_fits(grid: dict[str, Any] | None, qtype: str) -> bool:
     if grid is None or qtype not in EXACT:
         return False
@@ -160,6 +182,46 @@ def _tokenizer_metadata(writer, folder: str, config: Any) -> None:
         writer.add_chat_template(tok.chat_template)
 
 
+def _header(writer, folder: str, config: Any, qtype: str) -> None:
+    """The llama architecture's hyper-parameters and the tokenizer, as llama.cpp reads them."""
+    heads = int(config.num_attention_heads)
+    writer.add_name(os.path.basename(os.path.abspath(folder)))
+    writer.add_context_length(int(config.max_position_embeddings))
+    writer.add_embedding_length(int(config.hidden_size))
+    writer.add_block_count(int(config.num_hidden_layers))
+    writer.add_feed_forward_length(int(config.intermediate_size))
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(int(config.num_key_value_heads or heads))
+    writer.add_rope_dimension_count(int(getattr(config, "head_dim", None) or config.hidden_size // heads))
+    theta = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+    writer.add_rope_freq_base(float(theta or 10000.0))
+    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
+    writer.add_vocab_size(int(config.vocab_size))
+    writer.add_file_type({"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}[qtype])
+    _tokenizer_metadata(writer, folder, config)
+
+
+def _gguf_name(name: str) -> str:
+    """HF Llama weight name -> GGUF tensor name."""
+    if name in TOP_NAMES:
+        return TOP_NAMES[name]
+    parts = name.split(".")  # model.layers.N.<rest>
+    rest = ".".join(parts[3:])
+    if parts[:2] != ["model", "layers"] or rest not in BLOCK_NAMES:
+        raise RecipeError(f"gguf: no GGUF name for the weight {name}")
+    return f"blk.{parts[2]}.{BLOCK_NAMES[rest]}"
+
+
+def _rotary_heads(target: str, config: Any) -> int | None:
+    """Heads to permute a q or k projection's rows by (None for other tensors)."""
+    heads = int(config.num_attention_heads)
+    if target.endswith("attn_q.weight"):
+        return heads
+    if target.endswith("attn_k.weight"):
+        return int(config.num_key_value_heads or heads)
+    return None
+
+
 def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
     """Write ``out/model-<qtype>.gguf`` from the causal LM exported in ``folder``. Returns the path,
     whether the block Linears were written exactly from an hf_lite grid, and the largest difference
@@ -181,54 +243,26 @@ def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
     loaded = load_grid(folder)
     scales, zeros, grid = loaded if loaded is not None else ({}, {}, None)
     exact = _grid_fits(grid, qtype)
-    heads, kv_heads = int(config.num_attention_heads), int(config.num_key_value_heads or config.num_attention_heads)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
-    ftype = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}[qtype]
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, f"model-{qtype}.gguf")
     writer = gguf.GGUFWriter(path, "llama")
-    writer.add_name(os.path.basename(os.path.abspath(folder)))
-    writer.add_context_length(int(config.max_position_embeddings))
-    writer.add_embedding_length(int(config.hidden_size))
-    writer.add_block_count(int(config.num_hidden_layers))
-    writer.add_feed_forward_length(int(config.intermediate_size))
-    writer.add_head_count(heads)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_rope_dimension_count(head_dim)
-    theta = getattr(config, "rope_theta", None) or (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
-    writer.add_rope_freq_base(float(theta or 10000.0))
-    writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
-    writer.add_vocab_size(int(config.vocab_size))
-    writer.add_file_type(ftype)
-    _tokenizer_metadata(writer, folder, config)
-
-    qtypes = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
-              "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0,
-              "q4_1": gguf.GGMLQuantizationType.Q4_1}  # fmt: skip
+    _header(writer, folder, config, qtype)
+    types = gguf.GGMLQuantizationType
+    qtypes = {"f32": types.F32, "f16": types.F16, "q8_0": types.Q8_0, "q4_0": types.Q4_0, "q4_1": types.Q4_1}
     worst = 0.0
     tied = bool(getattr(config, "tie_word_embeddings", False))
     for name, tensor in state.items():
         if name == "lm_head.weight" and tied:
             continue
-        if name in TOP_NAMES:
-            target = TOP_NAMES[name]
-        else:
-            parts = name.split(".")  # model.layers.N.<rest>
-            rest = ".".join(parts[3:])
-            if parts[:2] != ["model", "layers"] or rest not in BLOCK_NAMES:
-                raise RecipeError(f"gguf: no GGUF name for the weight {name}")
-            target = f"blk.{parts[2]}.{BLOCK_NAMES[rest]}"
-        w = tensor.numpy()
-        module = name[: -len(".weight")]
-        if w.ndim == 1:
+        target, w, module = _gguf_name(name), tensor.numpy(), name[: -len(".weight")]
+        if w.ndim == 1:  # norms stay f32
             writer.add_tensor(target, w.astype(np.float32))
             continue
-        if target.endswith(("attn_q.weight", "attn_k.weight")):
-            n = heads if target.endswith("attn_q.weight") else kv_heads
-            w = _permute(w, n)
-        kind = qtype if ".blk" in f".{target}" or target == "output.weight" else None
-        if kind is None:  # token embeddings
-            kind = qtype if qtype in ("f32", "f16") else "q8_0"
+        heads = _rotary_heads(target, config)
+        w = w if heads is None else _permute(w, heads)
+        # block Linears and an untied output head get the chosen type; token embeddings q8_0 (or float)
+        quantized = target.startswith("blk.") or target == "output.weight" or qtype in ("f32", "f16")
+        kind = qtype if quantized else "q8_0"
         if kind in ("f32", "f16"):
             writer.add_tensor(target, w.astype(np.float32 if kind == "f32" else np.float16))
             continue
@@ -237,14 +271,13 @@ def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
         if exact and module in scales:
             codes = _codes(tensor, scales[module], zeros[module], grid).numpy()
             scale, zero = scales[module].numpy(), zeros[module].numpy()
-            if target.endswith(("attn_q.weight", "attn_k.weight")):  # rows move with their scales
-                n = heads if target.endswith("attn_q.weight") else kv_heads
-                codes, scale, zero = _permute(codes, n), _permute(scale, n), _permute(zero, n)
+            if heads is not None:  # rows move with their scales
+                codes, scale, zero = _permute(codes, heads), _permute(scale, heads), _permute(zero, heads)
             blocks = _exact_blocks(codes, scale, zero, kind)
         else:
             blocks = gguf.quants.quantize(w.astype(np.float32), qtypes[kind])
-        back = gguf.quants.dequantize(blocks, qtypes[kind]).reshape(w.shape)
         if target.startswith("blk."):
+            back = gguf.quants.dequantize(blocks, qtypes[kind]).reshape(w.shape)
             worst = max(worst, float(np.abs(back - w).max()))
         writer.add_tensor(target, blocks, raw_shape=blocks.shape, raw_dtype=qtypes[kind])
     writer.write_header_to_file()

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.distributed import full, write_
+from ..core.distributed import full, is_sharded, write_
 from ..core.modifier import CompressionStep, Context, register_modifier
 from ..core.settings import RecipeError, Settings
 from ..core.targets import decoder_blocks, plain_module_name
@@ -247,22 +247,44 @@ class GridLinear(nn.Linear):
     """``nn.Linear`` for a ``recovery: scales`` fine-tune. The weight stays frozen on its one-shot grid,
     ``(q - zero) * scale``; the forward rescales each group by ``weight_qscale / scale``, which is
     ``(q - zero) * weight_qscale``: the integer codes stay fixed, only this layer's per-group scales train, and
-    exact zeros stay zero on any grid. Restored to a plain ``nn.Linear`` at finalize."""
+    exact zeros stay zero on any grid. Made with ``from_linear``, turned back with ``to_linear`` at finalize."""
 
     weight_qscale: nn.Parameter  # (rows, groups), trained
-    _hf_lite_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
-    _hf_lite_group: int
-    _hf_lite_weight_trainable: bool  # restored at finalize
+    reference_scale: torch.Tensor  # (rows, groups), the one-shot scales the frozen weight was made with
+    group: int  # input columns per scale
+    weight_trainable: bool  # whether the weight trained before: restored by to_linear
+    folded: bool  # the scales are in the weight (a sharded layer left in place): a plain Linear's forward
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, group: int) -> GridLinear:
+        """Share ``linear``'s parameters, freeze its weight, and add scales that start at 1 (until the
+        one-shot step fills the reference, the layer computes exactly as ``linear``)."""
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        shape = (linear.out_features, -(-linear.in_features // group))
+        ones = torch.ones(shape, device=linear.weight.device, dtype=torch.float32)
+        new.register_buffer("reference_scale", ones, persistent=False)  # follows .to(device), not saved
+        new.weight_qscale = nn.Parameter(ones.clone())
+        new.group, new.weight_trainable, new.folded = group, linear.weight.requires_grad, False
+        linear.weight.requires_grad_(False)
+        return new.train(linear.training)
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with this layer's weight and bias (fold the scales in first)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        lin.weight, lin.bias = self.weight, self.bias
+        lin.weight.requires_grad_(self.weight_trainable)
+        return lin.train(self.training)
 
     def grid_weight(self, weight: torch.Tensor | None = None, qscale: torch.Tensor | None = None) -> torch.Tensor:
         """The weight this layer computes with (from the whole tensors when given: a sharded layer)."""
         weight = self.weight if weight is None else weight
         qscale = self.weight_qscale if qscale is None else qscale
-        ratio = (qscale / self._hf_lite_scale).repeat_interleave(self._hf_lite_group, dim=1)
+        ratio = (qscale / self.reference_scale).repeat_interleave(self.group, dim=1)
         return weight * ratio[:, : weight.shape[1]].to(weight.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.grid_weight(), self.bias)
+        return F.linear(x, self.weight if self.folded else self.grid_weight(), self.bias)
 
 
 class _WeightQuantizer(OneShotModifier):
@@ -290,8 +312,8 @@ class _WeightQuantizer(OneShotModifier):
             for p in self._frozen:
                 p.requires_grad_(False)
         if self.settings.recovery in ("scales", "scales_only"):
-            for module in self.modules.values():
-                self._add_scales(module)
+            for name in list(self.modules):
+                self._add_scales(model, name, ctx)
         return model
 
     def check_layer(self, name: str, in_features: int) -> None:
@@ -311,43 +333,44 @@ class _WeightQuantizer(OneShotModifier):
         self.scales[name], self.zeros[name] = scales, zeros
         lin = getattr(module, "base_layer", module)
         if isinstance(lin, GridLinear):  # the one-shot scales become the trainable ones' start
-            lin._hf_lite_scale.copy_(scales)
+            lin.reference_scale.copy_(scales)
             write_(lin.weight_qscale, scales)
 
-    @torch.no_grad()
-    def _add_scales(self, module: nn.Module) -> None:
-        """Freeze the weight and give the Linear a learnable scale per group, at initialize, so a Trainer's
-        optimizer (built before the one-shot step runs at train begin) holds them. Until compression both
-        scales are 1 and the layer computes exactly as before."""
-        lin = getattr(module, "base_layer", module)
-        if type(lin) is not nn.Linear:
-            return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
-        group = self.settings.group_size or lin.weight.shape[1]
-        shape = (lin.weight.shape[0], -(-lin.weight.shape[1] // group))
-        ones = torch.ones(shape, device=lin.weight.device, dtype=torch.float32)
-        lin.register_buffer("_hf_lite_scale", ones, persistent=False)  # follows .to(device), not saved
-        lin.register_parameter("weight_qscale", nn.Parameter(ones.clone()))
-        lin._hf_lite_group = group
-        lin._hf_lite_weight_trainable = lin.weight.requires_grad
-        lin.weight.requires_grad_(False)
-        lin.__class__ = GridLinear
+    def _swap(self, model: nn.Module, name: str, new: nn.Module, ctx: Context) -> None:
+        """Swap the Linear of target ``name`` (a LoRA layer's base layer, under peft) for ``new``."""
+        module = self.modules[name]
+        ctx.swap_module(model, getattr(module, "base_layer", module), new)
+        if not hasattr(module, "base_layer"):
+            self.modules[name] = new  # also when ctx knows no modifiers (a modifier used alone)
 
     @torch.no_grad()
-    def _fold_scales(self) -> None:
-        """Write the trained scales into the plain weights and restore ``nn.Linear``. Anything written
-        into the frozen weight meanwhile (a LoRA merge) is rescaled with its group; the snap at finalize
-        then rounds it onto the trained grid."""
-        for name, module in self.modules.items():
+    def _add_scales(self, model: nn.Module, name: str, ctx: Context) -> None:
+        """Freeze the weight and give the Linear a learnable scale per group, at initialize, so a Trainer's
+        optimizer (built before the one-shot step runs at train begin) holds them."""
+        lin = getattr(self.modules[name], "base_layer", self.modules[name])
+        if type(lin) is not nn.Linear:
+            return  # a subclass (e.g. a fake-quant layer) keeps its own forward: snap at finalize instead
+        self._swap(model, name, GridLinear.from_linear(lin, self.settings.group_size or lin.in_features), ctx)
+
+    @torch.no_grad()
+    def _fold_scales(self, model: nn.Module, ctx: Context) -> None:
+        """Write the trained scales into the plain weights and put plain ``nn.Linear`` layers back (a
+        sharded layer stays, folded: FSDP2 keeps its own reference to it). Anything written into the
+        frozen weight meanwhile (a LoRA merge) is rescaled with its group; the snap at finalize then
+        rounds it onto the trained grid."""
+        for name, module in list(self.modules.items()):
             lin = getattr(module, "base_layer", module)
-            if not isinstance(lin, GridLinear):
+            if not isinstance(lin, GridLinear) or lin.folded:
                 continue
             qscale = full(lin.weight_qscale.detach()).clone()
             write_(lin.weight, lin.grid_weight(full(lin.weight.detach()), qscale))
             self.scales[name] = qscale
-            lin.weight.requires_grad_(lin._hf_lite_weight_trainable)
-            lin.__class__ = nn.Linear
-            del lin._parameters["weight_qscale"], lin._buffers["_hf_lite_scale"]
-            del lin._hf_lite_group, lin._hf_lite_weight_trainable
+            del lin._parameters["weight_qscale"]
+            lin.folded = True
+            if is_sharded(lin.weight):
+                lin.weight.requires_grad_(lin.weight_trainable)
+            else:
+                self._swap(model, name, lin.to_linear(), ctx)
 
     @torch.no_grad()
     def snap(self) -> None:
@@ -366,7 +389,7 @@ class _WeightQuantizer(OneShotModifier):
             write_(base_weight(module), w)
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        self._fold_scales()
+        self._fold_scales(model, ctx)
         self.snap()
         for p in self._frozen:
             p.requires_grad_(True)
@@ -394,7 +417,7 @@ class _WeightQuantizer(OneShotModifier):
             for name, scale in self.scales.items():
                 lin = getattr(self.modules[name], "base_layer", self.modules[name])
                 if isinstance(lin, GridLinear):
-                    lin._hf_lite_scale.copy_(scale)
+                    lin.reference_scale.copy_(scale)
 
     def weight_grid(self) -> dict[str, Any] | None:
         s = self.settings

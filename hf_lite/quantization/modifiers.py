@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.distributed import full, write_
+from ..core.distributed import full, is_sharded, write_
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction, resolve_step
 from ..core.targets import find_linear_targets, plain_module_name
@@ -154,12 +154,26 @@ class _QATState:
 
 
 class FakeQuantLinear(nn.Linear):
-    """``nn.Linear`` whose forward uses fake-quantized weights. Same parameters and state-dict keys."""
+    """``nn.Linear`` whose forward uses fake-quantized weights. It shares the parameters of the Linear it
+    was made from, so the state dict keys (and an optimizer's references) are unchanged."""
 
-    _hf_lite_qat: _QATState
+    qat: _QATState
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, state: _QATState) -> FakeQuantLinear:
+        new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        new.qat = state
+        return new.train(linear.training)
+
+    def to_linear(self) -> nn.Linear:
+        """A plain ``nn.Linear`` with this layer's parameters (the learnable scale, if any, left behind)."""
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device="meta")
+        lin.weight, lin.bias = self.weight, self.bias
+        return lin.train(self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        st = self._hf_lite_qat
+        st = self.qat
         if not st.enabled:
             return F.linear(x, self.weight, self.bias)
         if st.settings.activations:
@@ -183,14 +197,16 @@ class QATModifier(_IntGridModifier):
 
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
         s = self.settings
-        self.modules = find_linear_targets(model, s.targets, s.ignore, self.type_name)
-        _check_targets(model, self.modules, s.group_size, s.grid, self.type_name)
-        for m in self.modules.values():
-            m._hf_lite_qat = _QATState(s)
-            m.__class__ = FakeQuantLinear
+        targets = find_linear_targets(model, s.targets, s.ignore, self.type_name)
+        _check_targets(model, targets, s.group_size, s.grid, self.type_name)
+        self.modules = {}
+        for name, lin in targets.items():
+            m = FakeQuantLinear.from_linear(lin, _QATState(s))
             if s.learnable_scales:  # the scale must exist before the optimizer is built
-                m._hf_lite_qat.observe(m.weight)
-                m.register_parameter("weight_qscale", m._hf_lite_qat.scale)
+                m.qat.observe(m.weight)
+                m.register_parameter("weight_qscale", m.qat.scale)
+            ctx.swap_module(model, lin, m)
+            self.modules[name] = m
         return model
 
     def on_train_begin(self, model: nn.Module, ctx: Context) -> None:
@@ -202,16 +218,18 @@ class QATModifier(_IntGridModifier):
         enable = ctx.step >= self.start_step
         freeze = self.freeze_step is not None and ctx.step >= self.freeze_step
         for m in self.modules.values():
-            st = m._hf_lite_qat
+            st = m.qat
             if freeze and not st.frozen and self.settings.grid == "int" and not self.settings.learnable_scales:
                 st.observe(full(m.weight))
             st.enabled, st.frozen = enable, freeze
 
     @torch.no_grad()
-    def convert(self) -> None:
-        """Snap weights onto the grid they were trained for and restore plain ``nn.Linear``."""
+    def convert(self, model: nn.Module, ctx: Context | None = None) -> None:
+        """Snap weights onto the grid they were trained for and put plain ``nn.Linear`` layers back. A
+        sharded layer stays in place (FSDP2 keeps its own reference to it) with fake-quant switched off:
+        the snapped weights are on the grid already, and its state dict is a Linear's."""
         for name, m in self.modules.items():
-            st = m._hf_lite_qat
+            st = m.qat
             st.enabled = True
             weight = full(m.weight)  # the grid is computed on the whole weight, written back in place
             if st.scale is None and self.settings.grid == "int":
@@ -222,14 +240,17 @@ class QATModifier(_IntGridModifier):
                     full(st.scale.detach()).squeeze(-1).clone(),
                     full(st.zero.detach()).squeeze(-1).clone(),
                 )
-            m.__class__ = nn.Linear
             if "weight_qscale" in m._parameters:
                 del m._parameters["weight_qscale"]
-            del m._hf_lite_qat
+            st.enabled = False
+            if not is_sharded(m.weight):
+                plain = m.to_linear()
+                (ctx or Context()).swap_module(model, m, plain)
+                self.modules[name] = plain
         self.converted = True
 
     def finalize(self, model: nn.Module, ctx: Context) -> nn.Module:
-        self.convert()
+        self.convert(model, ctx)
         return model
 
     def has_int_grid(self) -> bool:
@@ -237,15 +258,13 @@ class QATModifier(_IntGridModifier):
 
     def stats(self) -> dict[str, float]:
         """The bits the weights are at: 32 during a float warm-up, ``bits`` once fake-quant is on and after convert."""
-        on = self.converted or any(
-            isinstance(m, FakeQuantLinear) and m._hf_lite_qat.enabled for m in self.modules.values()
-        )
+        on = self.converted or any(isinstance(m, FakeQuantLinear) and m.qat.enabled for m in self.modules.values())
         return {"bits": float(self.settings.bits) if on else 32.0}
 
     def state_dict(self) -> dict:
         state = super().state_dict()
         for name, m in self.modules.items():
-            st = m._hf_lite_qat if isinstance(m, FakeQuantLinear) else None
+            st = m.qat if isinstance(m, FakeQuantLinear) and not self.converted else None
             if st is not None and st.scale is not None:
                 state[f"scale.{name}"] = full(st.scale.detach())
                 state[f"zero.{name}"] = full(st.zero.detach())
@@ -255,7 +274,7 @@ class QATModifier(_IntGridModifier):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         for name, m in self.modules.items():
-            st = m._hf_lite_qat
+            st = m.qat
             if f"scale.{name}" in state:
                 scale = state[f"scale.{name}"].to(m.weight.device)
                 if isinstance(st.scale, nn.Parameter):

@@ -125,6 +125,18 @@ def test_gguf_is_refused_before_training_where_it_cannot_be_written(tmp_path):
         load_recipe({"model": {"task": "sequence-classification"}, "export": {"formats": ["safetensors", "gguf"]}})
     with pytest.raises(RecipeError, match="gguf_type: got .q4_0.; is read only when formats lists gguf"):
         load_recipe({"model": {"task": "causal-lm"}, "export": {"gguf_type": "q4_0"}})
+    # gguf_exact: the grid must be one the chosen type holds, checked when the recipe is loaded
+    exact = {"formats": ["safetensors", "gguf"], "gguf_exact": True}
+    gptq = {"type": "gptq", "bits": 4, "group_size": 64, "symmetric": True}
+    with pytest.raises(RecipeError, match="gguf_type auto cannot hold the recipe's grid .int4 group_size 64"):
+        load_recipe({"model": {"task": "causal-lm"}, "modifiers": [gptq], "export": exact})
+    with pytest.raises(RecipeError, match="gguf_type q4_1 cannot hold"):
+        load_recipe({"model": {"task": "causal-lm"}, "modifiers": [{**gptq, "group_size": 32}],
+                     "export": {**exact, "gguf_type": "q4_1"}})  # fmt: skip
+    with pytest.raises(RecipeError, match="needs exactly one int-grid quantizer"):
+        load_recipe({"model": {"task": "causal-lm"}, "export": exact})
+    ok = load_recipe({"model": {"task": "causal-lm"}, "modifiers": [{**gptq, "group_size": 32}], "export": exact})
+    assert ok.export.gguf_exact
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hf_lite import LiteTrainer

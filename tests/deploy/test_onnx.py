@@ -40,7 +40,7 @@ def _logits(path: str, tok, texts):
     return session.run(["logits"], feed)[0]
 
 
-def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_dir, tiny_tsv):
+def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_dir, tiny_tsv, capsys):
     import onnx
     from onnx import numpy_helper
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -50,6 +50,13 @@ def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_di
     assert {"model.onnx", "model_int8.onnx", "config.json", "tokenizer.json"} <= set(os.listdir(onnx_dir))
     report = json.loads((out / "report.json").read_text())
     assert report["formats"]["onnx_int8"]["size_bytes"] < report["formats"]["onnx_fp32"]["size_bytes"]
+    # the run measures what it deployed: accuracy of each engine on the eval rows, latency, sizes
+    deployed = report["deployment"]["onnx"]
+    assert set(deployed["accuracy"]) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
+    assert deployed["accuracy"]["onnx_fp32"] == deployed["accuracy"]["torch_fp32"]
+    assert deployed["size_bytes"]["onnx_int8"] == report["formats"]["onnx_int8"]["size_bytes"]
+    assert all(v > 0 for v in deployed["latency_ms"].values()) and deployed["input"].startswith("batch 1 x 16")
+    assert "onnx int8 in onnxruntime: accuracy" in capsys.readouterr().out
     tok = AutoTokenizer.from_pretrained(onnx_dir)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     texts = ["good movie", "the plot was very boring and the acting was weak"]

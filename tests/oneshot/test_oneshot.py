@@ -564,3 +564,22 @@ def test_one_shot_then_recovery_resumes_to_the_uninterrupted_weights(tmp_path, r
         assert float((w == 0).float().mean()) == pytest.approx(0.5)
     else:
         assert max(torch.unique(g).numel() for g in w.detach().reshape(-1, 16)) <= 16
+
+
+def test_grid_linear_from_linear_computes_as_before_and_to_linear_restores_it():
+    from hf_lite.oneshot.modifiers import GridLinear
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(20, 6)
+    grid = GridLinear.from_linear(lin, group=8)  # ragged: 3 groups of 8, 8 and 4 columns
+    assert grid.weight is lin.weight and not lin.weight.requires_grad and grid.weight_qscale.shape == (6, 3)
+    x = torch.randn(2, 20)
+    assert torch.equal(grid(x), torch.nn.functional.linear(x, lin.weight, lin.bias))  # scales start at 1
+    with torch.no_grad():
+        grid.weight_qscale[:, 2] = 2.0  # the last (4-column) group's scale doubles: its weights double
+    want = lin.weight.detach().clone()
+    want[:, 16:] *= 2
+    assert torch.allclose(grid.grid_weight(), want)
+    back = grid.to_linear()
+    assert type(back) is torch.nn.Linear and back.weight is lin.weight and back.weight.requires_grad
+    assert "weight_qscale" not in back.state_dict()

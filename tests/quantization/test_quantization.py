@@ -7,6 +7,7 @@ from conftest import lite, run_fresh, tiny_bert
 from hf_lite import RecipeError
 from hf_lite.core.targets import find_linear_targets
 from hf_lite.quantization import int_fake_quant, int_qparams, nf4_fake_quant, quantize_dequantize
+from hf_lite.quantization.modifiers import FakeQuantLinear
 
 
 def explicit_qdq(w, bits, group, symmetric):
@@ -98,10 +99,34 @@ def test_qat_with_pruning_keeps_zeros(tmp_path, tiny_dataset):
         {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0, "end": 2, "update_every": 1},
         {"type": "qat", "bits": 4, "group_size": 16, "symmetric": False},
     ]
-    trainer = lite(tmp_path, tiny_dataset, recipe, max_steps=4)
-    masks = trainer.session.modifiers[0].masks
-    for name, m in find_linear_targets(trainer.final_model).items():
+    trainer = lite(tmp_path, tiny_dataset, recipe, train=False, max_steps=4)
+    pruning, qat = trainer.session.modifiers
+    # QAT swapped the layers pruning had found: pruning holds the fake-quant layers now, not stale ones
+    assert all(type(m) is FakeQuantLinear for m in pruning.modules.values())
+    assert all(pruning.modules[n] is m for n, m in qat.modules.items())
+    trainer.train()
+    masks = pruning.masks
+    targets = find_linear_targets(trainer.final_model)
+    assert all(type(m) is torch.nn.Linear and pruning.modules[n] is m for n, m in targets.items())
+    for name, m in targets.items():
         assert torch.equal(m.weight[masks[name] == 0], torch.zeros_like(m.weight[masks[name] == 0]))
+
+
+def test_fake_quant_linear_from_and_to_linear_share_the_parameters():
+    from hf_lite.quantization.modifiers import QATSettings, _QATState
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(16, 8).eval()
+    fq = FakeQuantLinear.from_linear(lin, _QATState(QATSettings(bits=4, group_size=8)))
+    assert fq.weight is lin.weight and fq.bias is lin.bias and not fq.training
+    assert list(fq.state_dict()) == list(lin.state_dict())
+    x = torch.randn(3, 16)
+    assert torch.equal(fq(x), lin(x))  # fake-quant off until the modifier enables it
+    fq.qat.enabled = True
+    want = torch.nn.functional.linear(x, quantize_dequantize(lin.weight, 4, 8, True), lin.bias)
+    assert torch.allclose(fq(x), want, atol=1e-6)
+    back = fq.to_linear()
+    assert type(back) is torch.nn.Linear and back.weight is lin.weight and back.bias is lin.bias
 
 
 def test_bad_settings_fail_before_training(tmp_path, tiny_dataset):
