@@ -469,12 +469,3 @@ class GPTQModifier(_WeightQuantizer):
         )
         self._install(name, module, q, scales, zeros)
 
-
-__all__ = [
-    "GPTQModifier",
-    "MagnitudeOneShotModifier",
-    "OneShotModifier",
-    "RTNModifier",
-    "SparseGPTModifier",
-    "WandaModifier",
-]
