@@ -442,6 +442,29 @@ def int4_seeds_table() -> str:
     return "\n".join(lines)
 
 
+def goals() -> dict[str, dict]:
+    """bench/goals.yaml: every goal's issue, text and thresholds."""
+    import yaml
+
+    with open(os.path.join(HERE, "goals.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)
+
+
+Goal = tuple[str, str, str, bool | None]
+
+
+def judge(key: str, measured: str, name: str = "", **values: float | None) -> Goal:
+    """(issue, goal, measured, met) for goal ``key``: met when every value is within its thresholds;
+    None (cannot be judged) when one of them is missing."""
+    g = goals()[key]
+    low, high = g.get("min", {}), g.get("max", {})
+    if any(values.get(k) is None for k in (*low, *high)):
+        met = None
+    else:
+        met = all(values[k] >= v for k, v in low.items()) and all(values[k] <= v for k, v in high.items())
+    return f"#{g['issue']}", g["text"].format(name=name), measured, met
+
+
 def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
     """(issue, goal, measured, met) for every numeric goal in the method issues; None = cannot be judged."""
     goals: list[tuple[str, str, str, bool | None]] = []
@@ -455,66 +478,61 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
         ]
         if gmp80:
             best, kept = max(gmp80, key=lambda kv: kv[1])
-            text, met = f"{pct(kept)} at best (`{best}`)", kept >= 0.97
+            text = f"{pct(kept)} at best (`{best}`)"
             other = load(f"sst2_{best}_seed1")
             if other:  # the best recipe run again at seed 1: the goal is met only if both seeds meet it
                 text += f"; seed 1 of it: {pct(other['recovery'])}"
-                met = met and other["recovery"] >= 0.97
-            goals.append(("#3", "GMP 80% keeps >= 97% of dense", text, met))
-    for name, issue, goal, limit in (
-        ("magnitude_pruning", "#3", "magnitude-pruning step <= 1.03x a plain Trainer step", 1.03),
-        ("qat_int8", "#4", "QAT step <= 1.4x a plain Trainer step", 1.4),
-    ):
+                kept = min(kept, other["recovery"])
+            goals.append(judge("gmp80_recovery", text, recovery=kept))
+    for name, key in (("magnitude_pruning", "gmp_step_overhead"), ("qat_int8", "qat_step_overhead")):
         r = load(f"overhead_{name}")
         if r:
-            goals.append((issue, goal, f"{r['ratio']:.2f}x", r["ratio"] <= limit))
+            goals.append(judge(key, f"{r['ratio']:.2f}x", ratio=r["ratio"]))
     q8 = load("sst2_qat_int8")
     if q8:
-        goals.append(("#4", "QAT int8 keeps >= 99.5% of dense", pct(q8["recovery"]), q8["recovery"] >= 0.995))
+        goals.append(judge("qat_int8_recovery", pct(q8["recovery"]), recovery=q8["recovery"]))
     for suffix, seed in (("", "seed 0"), ("_seed1", "seed 1")):  # each seed against the dense run of its seed
         base, rtn, qat = _acc(f"dense{suffix}"), _acc(f"ptq_rtn_int4_g32{suffix}"), _acc(f"qat_int4_g32{suffix}")
         if base is None or rtn is None or qat is None:
             continue
-        goal, lost = f"int4 g32 QAT wins back >= half of RTN's loss ({seed})", base - rtn
+        lost = base - rtn
         text = f"RTN {pct(rtn)}, QAT {pct(qat)}, dense {pct(base)}"
         scales = _acc(f"rtn_int4_g32_scales_kd_from_dense{suffix}")
         if scales is not None:  # QAT of the scales alone, on RTN's own codes: the better of the two counts
             text = text.replace(", dense", f", RTN + learned scales {pct(scales)}, dense")
             qat = max(qat, scales)
         if lost <= 0:
-            goals.append(("#4", goal, text + ": RTN loses nothing", None))
+            goals.append(judge("int4_qat_wins_back", text + ": RTN loses nothing", seed, won_back=None))
         else:
-            goals.append(("#4", goal, text, qat - rtn >= lost / 2))
+            goals.append(judge("int4_qat_wins_back", text, seed, won_back=(qat - rtn) / lost))
     seeds = int4_seed_rows()
     if len(seeds) >= 3:  # one seed's RTN loss is a few examples: the means over seeds are the steadier judge
         mean = int4_means(seeds)
         lost, best = mean["dense"] - mean["rtn"], max(mean["qat"], mean["scales"])
-        goal = f"int4 g32 QAT wins back >= half of RTN's loss (mean of {len(seeds)} seeds)"
         text = (f"RTN {pct(mean['rtn'])}, QAT {pct(mean['qat'])}, RTN + learned scales {pct(mean['scales'])}, "
                 f"dense {pct(mean['dense'])}")  # fmt: skip
         if "control" in mean:  # the learned-scales rows' extra epoch, nothing quantized
             text += f", dense + the same KD epoch {pct(mean['control'])}"
-        goals.append(("#4", goal, text + (": RTN loses nothing" if lost <= 0 else ""),
-                      None if lost <= 0 else best - mean["rtn"] >= lost / 2))  # fmt: skip
+        won_back = None if lost <= 0 else (best - mean["rtn"]) / lost
+        text += ": RTN loses nothing" if lost <= 0 else ""
+        goals.append(judge("int4_qat_wins_back", text, f"mean of {len(seeds)} seeds", won_back=won_back))
     lat = load("latency_side_by_side")
     if lat and "dynamic_int8_b8" in lat["speedup_vs_dense"]:
         sp = lat["speedup_vs_dense"]["dynamic_int8_b8"]
-        goals.append(("#4", "dynamic int8 >= 1.8x fp32 at batch 8 x 128", f"{sp:.2f}x", sp >= 1.8))
+        goals.append(judge("dynamic_int8_speed", f"{sp:.2f}x", speedup=sp))
     student, no_kd = load("sst2_student3_kd_logits"), _acc("student3_no_kd")
     if student:
-        goals.append(("#5", "3-layer KD student keeps >= 97% of the teacher", pct(student["recovery"]),
-                      student["recovery"] >= 0.97))  # fmt: skip
+        goals.append(judge("student_recovery", pct(student["recovery"]), recovery=student["recovery"]))
         if "speedup_b8" in student:
-            goals.append(("#5", "3-layer student >= 1.8x faster at batch 8 x 128", f"{student['speedup_b8']:.2f}x",
-                          student["speedup_b8"] >= 1.8))  # fmt: skip
+            sp = student["speedup_b8"]
+            goals.append(judge("student_speed", f"{sp:.2f}x", speedup=sp))
         if no_kd is not None:
-            goals.append(("#5", "KD student beats the same student without KD",
-                          f"{pct(student['accuracy'])} vs {pct(no_kd)}", student["accuracy"] > no_kd))  # fmt: skip
+            text = f"{pct(student['accuracy'])} vs {pct(no_kd)}"
+            goals.append(judge("student_kd_beats_no_kd", text, margin=student["accuracy"] - no_kd))
     lora = load("sst2_lora_r8")
     if lora:
-        ok = lora["recovery"] >= 0.98 and lora["trainable_fraction"] <= 0.02
-        goals.append(("#6", "LoRA keeps >= 98% with <= 2% trainable",
-                      f"{pct(lora['recovery'])}, {pct(lora['trainable_fraction'])} trainable", ok))  # fmt: skip
+        text = f"{pct(lora['recovery'])}, {pct(lora['trainable_fraction'])} trainable"
+        goals.append(judge("lora", text, recovery=lora["recovery"], trainable=lora["trainable_fraction"]))
     one = (load("oneshot_smollm2") or {}).get("rows", {})
     ppl = {k: v["ppl"] for k, v in one.items() if "ppl" in v}
     for pattern, mag in (("50", "magnitude50"), ("24", "magnitude24")):
@@ -522,8 +540,7 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
         if mag in ppl and pruned:
             worst = max(pruned.values())
             text = ", ".join(f"{k} {v:.1f}" for k, v in pruned.items()) + f" vs {mag} {ppl[mag]:.1f}"
-            goals.append(("#7", "Wanda/SparseGPT far below magnitude (at most half its ppl)", text,
-                          worst <= ppl[mag] / 2))  # fmt: skip
+            goals.append(judge("oneshot_vs_magnitude", text, ratio=worst / ppl[mag]))
     g128 = {k: v for k, v in ppl.items() if k.startswith("gptq_g128")}
     if "dense" in ppl and g128:
         best = min(g128, key=g128.get)
@@ -536,7 +553,7 @@ def _goal_rows() -> list[tuple[str, str, str, bool | None]]:
                 rel_r = min(done) / ppl["dense"] - 1
                 text += f"; after a KD recovery with GPTQ's codes fixed{where} +{100 * rel_r:.1f}%"
                 rel = min(rel, rel_r)
-        goals.append(("#7", "GPTQ int4 g128 within +5% of dense ppl", text, rel <= 0.05))
+        goals.append(judge("gptq_g128_ppl", text, increase=rel))
     goals += _sparsity_goal_rows()
     return goals
 
@@ -546,8 +563,7 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
     peer = ((load("oneshot_vs_llmcompressor") or {}).get("rows") or {}).get("sparsegpt50")
     if peer and peer["hf_lite"].get("ppl") and peer["llmcompressor"].get("ppl"):
         ours, theirs = peer["hf_lite"]["ppl"], peer["llmcompressor"]["ppl"]
-        goals.append(("#25", "SparseGPT 50% ppl <= llm-compressor's, same run", f"{ours:.2f} vs {theirs:.2f}",
-                      ours <= theirs))  # fmt: skip
+        goals.append(judge("sparsegpt_parity", f"{ours:.2f} vs {theirs:.2f}", ratio=ours / theirs))
     rows = [r for r in (load("sparsity_curve") or {}).get("rows", []) if "accuracy" in r]
     if not rows:
         return goals
@@ -556,24 +572,24 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         vals = [r[key] for r in rows if r["method"] == method and r["sparsity"] == sparsity and r.get(key)]
         return sum(vals) / len(vals) if vals else None
 
-    for sparsity, target in ((0.9, 0.95), (0.8, 0.98)):
+    for sparsity, key in ((0.9, "obs_90"), (0.8, "obs_80")):
         rec = mean("obs", sparsity, "recovery")
         if rec is not None:
-            goals.append(("#25", f"OBS {pct(sparsity)} keeps >= {pct(target)} of dense", pct(rec), rec >= target))
+            goals.append(judge(key, pct(rec), recovery=rec))
     high = sorted({r["sparsity"] for r in rows if r["method"] == "obs" and r["sparsity"] >= 0.8})
     if high:
-        ahead = [all((mean("obs", sp, "accuracy") or 0) > (mean(m, sp, "accuracy") or 0) for m in ("gmp", "movement"))
-                 for sp in high]  # fmt: skip
+        margin = min((mean("obs", sp, "accuracy") or 0) - (mean(m, sp, "accuracy") or 0)
+                     for sp in high for m in ("gmp", "movement"))  # fmt: skip
         text = "; ".join(
             f"{pct(sp)}: OBS {pct(mean('obs', sp, 'accuracy'))}, GMP {pct(mean('gmp', sp, 'accuracy'))}, "
             f"movement {pct(mean('movement', sp, 'accuracy'))}"
             for sp in high
         )
-        goals.append(("#25", "OBS ahead of GMP and movement at every sparsity >= 80%", text, all(ahead)))
+        goals.append(judge("obs_ahead", text, margin=margin))
     ratios = [r["step_time_ratio_vs_gmp"] for r in rows if r["method"] == "obs" and r.get("step_time_ratio_vs_gmp")]
     if ratios:
         avg = sum(ratios) / len(ratios)
-        goals.append(("#25", "OBS step time <= 2x GMP's, averaged over the curve", f"{avg:.2f}x", avg <= 2.0))
+        goals.append(judge("obs_step_time", f"{avg:.2f}x", ratio=avg))
     return goals
 
 
@@ -626,17 +642,15 @@ def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         return []
     ref = rows["sft"]["after"]["rougeL"]
     goals = []
-    for key, label in (("wanda50_kd", "50%-sparse"), ("gptq_int4_g32_kd", "int4")):
+    for key, goal in (("wanda50_kd", "samsum_sparse"), ("gptq_int4_g32_kd", "samsum_int4")):
         if key in rows:
             keep = rows[key]["after"]["rougeL"] / ref
-            goals.append(("#20", f"SAMSum: the {label} model keeps >= 95% of the dense SFT's ROUGE-L", pct(keep),
-                          keep >= 0.95))  # fmt: skip
+            goals.append(judge(goal, pct(keep), keep=keep))
     if "student15_kd" in rows:
         keep = rows["student15_kd"]["after"]["rougeL"] / ref
         speed = (rows.get("speed") or {}).get("student_speedup")
         text = f"{pct(keep)}, {speed:.2f}x" if speed else f"{pct(keep)}, speed not measured"
-        goals.append(("#20", "SAMSum: half-depth student >= 90% ROUGE-L at >= 1.7x generation speed", text,
-                      keep >= 0.9 and speed is not None and speed >= 1.7))  # fmt: skip
+        goals.append(judge("samsum_student", text, keep=keep, speedup=speed))
     return goals
 
 
@@ -714,29 +728,22 @@ def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
     goals = []
     q4 = gg.get("gptq_q4_0")
     if q4:
+        ratio, speed = q4["block_ratio_vs_fp32"], q4["decode_speedup_vs_fp32_transformers"]
         goals += [
-            ("#21", "GGUF int4 block weights <= 0.35x of fp32", f"{q4['block_ratio_vs_fp32']:.3f}x",
-             q4["block_ratio_vs_fp32"] <= 0.35),
-            ("#21", "GGUF int4 decode >= 3x fp32 transformers (batch 1)",
-             f"{q4['decode_speedup_vs_fp32_transformers']:.2f}x", q4["decode_speedup_vs_fp32_transformers"] >= 3),
-            ("#21", "GGUF int4 perplexity within 2% of our dequantized export of the same grid",
-             f"{q4['ppl']:.2f} vs {gg['gptq_fp32_transformers']['ppl']:.2f}", q4["ppl_vs_our_export"] <= 1.02),
+            judge("gguf_int4_size", f"{ratio:.3f}x", ratio=ratio),
+            judge("gguf_int4_decode", f"{speed:.2f}x", speedup=speed),
+            judge("gguf_int4_ppl", f"{q4['ppl']:.2f} vs {gg['gptq_fp32_transformers']['ppl']:.2f}",
+                  ratio=q4["ppl_vs_our_export"]),
         ]  # fmt: skip
     onnx_rows = (load("deploy_onnx") or {}).get("rows") or {}
     for name, r in onnx_rows.items():
         sp, keep = r["speedup_vs_torch_fp32"], r["accuracy_vs_dense_torch"]["ort_int8"]
-        goals.append(("#21", f"ONNX int8 ({name}) >= 3x torch fp32 at >= 99% of dense accuracy",
-                      f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(keep)}",
-                      min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"]) >= 3 and keep >= 0.99))  # fmt: skip
+        text = f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(keep)}"
+        speed = min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"])
+        goals.append(judge("onnx_int8", text, name, speedup=speed, keep=keep))
     rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
     return goals + [
-        (
-            "#21",
-            f"compressed-tensors int4 ({name}) block weights <= 0.35x of fp32",
-            f"{r['block_ratio']:.3f}x",
-            r["block_ratio"] <= 0.35,
-        )  # fmt: skip
-        for name, r in rows.items()
+        judge("ct_int4_size", f"{r['block_ratio']:.3f}x", n, ratio=r["block_ratio"]) for n, r in rows.items()
     ]
 
 
