@@ -120,15 +120,15 @@ class LiteTrainerMixin:
         self.session = CompressionSession(parsed.build_modifiers() if parsed else [])
         if parsed is not None and model is not None and not pipeline:
             model = apply_model_section(model, parsed, type(self).__name__)
-        if parsed is not None and model is not None and "gguf" in parsed.export.formats:
-            from .deploy.gguf import check_model
-
-            check_model(getattr(model, "config", None))  # an architecture GGUF cannot take: before training
         teacher_model = self._resolve_teacher(parsed, model, teacher_model)
         self.teacher = teacher_model
         self.session.ctx.teacher = teacher_model
         if model is not None:
             model = self.session.initialize(model)
+            if parsed is not None:  # a model the export formats cannot take: refused before training
+                from .deploy import check_model
+
+                check_model(model, parsed.export.formats, self.session.modifiers)
         if "compute_loss_func" not in kwargs and model is not None and _is_sequence_classifier(model):
             kwargs["compute_loss_func"] = sequence_classification_loss
         self.compression = CompressionCallback(

@@ -40,6 +40,27 @@ def check_formats(
         check_grids([g for m in modifiers if (g := m.weight_grid()) is not None])
 
 
+def check_model(model: Any, formats: list[str], modifiers: list[Any]) -> None:
+    """Refuse, when the trainer is built (before training), a model the recipe's formats cannot hold: an
+    architecture GGUF does not map, or an int grid whose groups do not divide a layer's inputs (the
+    compressed-tensors packer needs whole groups)."""
+    if "gguf" in formats:
+        from .gguf import check_model as check_gguf
+
+        check_gguf(getattr(model, "config", None))
+    if "compressed-tensors" in formats:
+        for m in modifiers:
+            group = (m.weight_grid() or {}).get("group_size")
+            for name, module in m.modules.items() if group else ():
+                cols = getattr(module, "base_layer", module).in_features
+                if cols % group:
+                    raise RecipeError(
+                        f"export.formats: compressed-tensors packs whole groups; {m.type_name} group_size {group} "
+                        f"does not divide the {cols} inputs of {name}. Use a divisor of {cols}, or drop "
+                        "compressed-tensors from export.formats"
+                    )
+
+
 def write_formats(folder: str, formats: list[str], gguf_type: str = "auto") -> dict[str, dict[str, Any]]:
     """Write every format but ``safetensors`` from the exported ``folder``; their paths and sizes."""
     from ..report import folder_size

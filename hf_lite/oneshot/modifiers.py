@@ -468,4 +468,3 @@ class GPTQModifier(_WeightQuantizer):
             float_zero=s.zero_point == "float",
         )
         self._install(name, module, q, scales, zeros)
-

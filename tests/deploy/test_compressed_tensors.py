@@ -158,3 +158,19 @@ def test_cli_export_refuses_a_folder_without_a_grid(tmp_path):
     folder = str(tmp_path / "dense")
     tiny_llama().save_pretrained(folder)
     assert main(["export", folder, "--format", "compressed-tensors"]) == 2
+
+
+def test_ragged_groups_are_refused_when_the_trainer_is_built(tmp_path):
+    """A one-shot grid may have a narrower last group; compressed-tensors packs whole groups only: the
+    model's layer widths are known when the trainer is built, so that is where it is refused."""
+    from conftest import training_args
+
+    from hf_lite import LiteTrainer
+
+    recipe = {
+        "model": {"task": "causal-lm"},
+        "modifiers": [{"type": "rtn", "bits": 4, "group_size": 24}],
+        "export": {"formats": ["safetensors", "compressed-tensors"]},
+    }
+    with pytest.raises(RecipeError, match="compressed-tensors packs whole groups; rtn group_size 24 does not divide"):
+        LiteTrainer(model=tiny_llama(), args=training_args(tmp_path), recipe=recipe)
