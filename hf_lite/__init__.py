@@ -12,13 +12,22 @@ __version__ = "0.1.0"
 _registered = False
 
 
+#: subpackages that hold no methods; every other one is a method package and is imported for the registry
+_INFRASTRUCTURE = {"core", "deploy"}
+
+
 def _register_all() -> None:
-    """Import every method package once so their modifiers are in the registry."""
+    """Import every method package once (found on disk, not listed) so their modifiers are registered."""
     global _registered
     if _registered:
         return
     _registered = True
-    from . import distillation, oneshot, peft, pruning, quantization  # noqa: F401
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg and info.name not in _INFRASTRUCTURE:
+            importlib.import_module(f"{__name__}.{info.name}")
 
 
 def __getattr__(name: str):

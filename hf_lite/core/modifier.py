@@ -197,6 +197,16 @@ def teacher_inputs(teacher: nn.Module, inputs: dict[str, Any]) -> dict[str, Any]
 MODIFIERS: dict[str, type[Modifier]] = {}
 
 
+def import_submodules(package: str, path: list[str]) -> None:
+    """Import every module of a method package, so each registers its modifiers: a method added as a new
+    file is found without an import list to edit."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(path):
+        importlib.import_module(f"{package}.{info.name}")
+
+
 def register_modifier(name: str):
     """Class decorator: make a modifier available to recipes as ``type: name``."""
 

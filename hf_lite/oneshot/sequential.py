@@ -16,7 +16,6 @@ the model's own size. Calibration runs in ``torch.no_grad`` with the model in ev
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,8 +24,6 @@ import torch
 from torch import nn
 
 from ..core.targets import decoder_blocks
-
-logger = logging.getLogger(__name__)
 
 
 class _Captured(Exception):

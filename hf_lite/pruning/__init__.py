@@ -1,13 +1,9 @@
 """Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, OBS (oBERT), constant, structured."""
 
-from .modifiers import (
-    ConstantPruningModifier,
-    ConstantPruningSettings,
-    MagnitudePruningModifier,
-    MagnitudePruningSettings,
-    MovementPruningModifier,
-    MovementPruningSettings,
-)
+from ..core.modifier import import_submodules
+from .constant import ConstantPruningModifier, ConstantPruningSettings
+from .magnitude import MagnitudePruningModifier, MagnitudePruningSettings
+from .movement import MovementPruningModifier, MovementPruningSettings
 from .obs import ObsPruningModifier, ObsPruningSettings
 from .schedules import sparsity_at
 from .structured import StructuredPruningModifier, StructuredPruningSettings
@@ -25,3 +21,5 @@ __all__ = [
     "StructuredPruningSettings",
     "sparsity_at",
 ]
+
+import_submodules(__name__, __path__)  # every method module registers itself, listed here or not

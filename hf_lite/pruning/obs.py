@@ -26,7 +26,7 @@ from torch import nn
 from ..core.distributed import write_
 from ..core.modifier import Context, register_modifier
 from .base import base_weight
-from .modifiers import MagnitudePruningModifier, MagnitudePruningSettings
+from .magnitude import MagnitudePruningModifier, MagnitudePruningSettings
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from ..core.distributed import broadcast_, full, is_sharded, shard_like
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction
 from ..core.targets import decoder_blocks
-from .modifiers import check_schedule
+from .magnitude import check_schedule
 from .schedules import is_update_step, sparsity_at
 
 logger = logging.getLogger(__name__)
