@@ -2,25 +2,10 @@
 ``gptq`` (quantization); what they share is in base.py. Kept so that imports from
 ``hf_lite.oneshot.modifiers`` go on working."""
 
-from ..quantization.grids import GRID_FILE
-from .base import GridLinear, OneShotModifier, OneShotPruningSettings, RTNSettings
-from .gptq import GPTQModifier, GPTQSettings
-from .magnitude import MagnitudeOneShotModifier
-from .rtn import RTNModifier
-from .sparsegpt import SparseGPTModifier, SparseGPTSettings
-from .wanda import WandaModifier
-
-__all__ = [
-    "GRID_FILE",
-    "GPTQModifier",
-    "GPTQSettings",
-    "GridLinear",
-    "MagnitudeOneShotModifier",
-    "OneShotModifier",
-    "OneShotPruningSettings",
-    "RTNModifier",
-    "RTNSettings",
-    "SparseGPTModifier",
-    "SparseGPTSettings",
-    "WandaModifier",
-]
+from ..quantization.grids import GRID_FILE  # noqa: F401
+from .base import GridLinear, OneShotModifier, OneShotPruningSettings, RTNSettings  # noqa: F401
+from .gptq import GPTQModifier, GPTQSettings  # noqa: F401
+from .magnitude import MagnitudeOneShotModifier  # noqa: F401
+from .rtn import RTNModifier  # noqa: F401
+from .sparsegpt import SparseGPTModifier, SparseGPTSettings  # noqa: F401
+from .wanda import WandaModifier  # noqa: F401

@@ -2,16 +2,6 @@
 (movement.py), ``constant_pruning`` (constant.py); ``obs_pruning`` and ``structured_pruning`` in obs.py and
 structured.py. Kept so that imports from ``hf_lite.pruning.modifiers`` go on working."""
 
-from .constant import ConstantPruningModifier, ConstantPruningSettings
-from .magnitude import MagnitudePruningModifier, MagnitudePruningSettings, check_schedule
-from .movement import MovementPruningModifier, MovementPruningSettings
-
-__all__ = [
-    "ConstantPruningModifier",
-    "ConstantPruningSettings",
-    "MagnitudePruningModifier",
-    "MagnitudePruningSettings",
-    "MovementPruningModifier",
-    "MovementPruningSettings",
-    "check_schedule",
-]
+from .constant import ConstantPruningModifier, ConstantPruningSettings  # noqa: F401
+from .magnitude import MagnitudePruningModifier, MagnitudePruningSettings, check_schedule  # noqa: F401
+from .movement import MovementPruningModifier, MovementPruningSettings  # noqa: F401
