@@ -88,6 +88,10 @@ class CompressionCallback(TrainerCallback):
             apply_model_section(model, self.recipe, "CompressionCallback")  # warns about ignored sections
         new = self.session.initialize(model)
         assert new is model
+        if self.recipe is not None:  # a model the export formats cannot take: refused before training
+            from .deploy import check_model
+
+            check_model(model, self.recipe.export.formats, self.session.modifiers)
 
     def _check_plain_trainer(self) -> None:
         if self.owned:

@@ -174,3 +174,18 @@ def test_ragged_groups_are_refused_when_the_trainer_is_built(tmp_path):
     }
     with pytest.raises(RecipeError, match="compressed-tensors packs whole groups; rtn group_size 24 does not divide"):
         LiteTrainer(model=tiny_llama(), args=training_args(tmp_path), recipe=recipe)
+
+
+def test_ragged_groups_are_refused_by_the_callback_too(tmp_path):
+    from conftest import training_args
+    from transformers import Trainer
+
+    from hf_lite import CompressionCallback
+
+    recipe = {
+        "model": {"task": "causal-lm"},
+        "modifiers": [{"type": "rtn", "bits": 4, "group_size": 24}],
+        "export": {"formats": ["safetensors", "compressed-tensors"]},
+    }
+    with pytest.raises(RecipeError, match="compressed-tensors packs whole groups"):
+        Trainer(model=tiny_llama(), args=training_args(tmp_path), callbacks=[CompressionCallback(recipe)])
