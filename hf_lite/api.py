@@ -313,7 +313,8 @@ class _Run:
     def export(self) -> None:
         import shutil
 
-        shutil.rmtree(self.stage, ignore_errors=True)  # a half-written export of a killed run
+        if is_main():  # only the rank that writes: another rank's late rmtree would delete rank 0's export
+            shutil.rmtree(self.stage, ignore_errors=True)  # a half-written export of a killed run
         session = self.trainer.session
         self.timed("export_s", session.export, self.final, self.stage, self.tokenizer, self.recipe.export)
         if is_main():
