@@ -354,6 +354,7 @@ class _Run:
             report["formats"] = session.formats_written
             if "onnx" in session.formats_written and self.eval_ds is not None:
                 report["deployment"] = {"onnx": self.timed("deploy_check_s", self.measure_onnx)}
+                report["timings_s"]["deploy_check_s"] = round(self.timings["deploy_check_s"], 2)
         if self.generative:
             from .generation import report_samples
 

@@ -52,6 +52,7 @@ def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_di
     assert report["formats"]["onnx_int8"]["size_bytes"] < report["formats"]["onnx_fp32"]["size_bytes"]
     # the run measures what it deployed: accuracy of each engine on the eval rows, latency, sizes
     deployed = report["deployment"]["onnx"]
+    assert report["timings_s"]["deploy_check_s"] > 0  # the check's own time is reported
     assert set(deployed["accuracy"]) == {"torch_fp32", "onnx_fp32", "onnx_int8"}
     assert deployed["accuracy"]["onnx_fp32"] == deployed["accuracy"]["torch_fp32"]
     assert deployed["size_bytes"]["onnx_int8"] == report["formats"]["onnx_int8"]["size_bytes"]
