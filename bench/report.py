@@ -8,10 +8,6 @@ from __future__ import annotations
 import glob
 import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rows import ONESHOT_CORE  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -56,6 +52,14 @@ SST2_LABELS = {
     "student3_kd": "3-layer student, KD (logits + hidden)",
     "student3_kd_logits": "3-layer student, KD (logits only)",
 }
+
+
+def oneshot_core() -> list[str]:
+    """The one-shot rows `make bench` runs (bench/configs/oneshot.yaml `core`)."""
+    import yaml
+
+    with open(os.path.join(HERE, "configs", "oneshot.yaml"), encoding="utf-8") as f:
+        return yaml.safe_load(f)["core"]
 
 
 def load(name: str) -> dict | None:
@@ -176,7 +180,8 @@ def oneshot_table(core: bool = True) -> str:
     data = load("oneshot_smollm2")
     if not data:
         return ""
-    data = {**data, "rows": {k: v for k, v in data["rows"].items() if (k in ONESHOT_CORE) == core or k == "dense"}}
+    core_rows = oneshot_core()
+    data = {**data, "rows": {k: v for k, v in data["rows"].items() if (k in core_rows) == core or k == "dense"}}
     dense = data["rows"].get("dense", {}).get("ppl")
     lines = [
         "| method | WikiText-2 ppl | vs dense | zeros in block Linears | compression wall time |",

@@ -1,0 +1,1 @@
+"""hf_lite benchmarks: `python bench/run.py --list`."""

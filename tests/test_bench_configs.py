@@ -1,0 +1,82 @@
+"""bench/ as a package: every section is registered and documented, and every experiment in
+bench/configs/ is a recipe hf_lite's strict parser accepts (a typo fails here, not an hour into a run)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.common import config, merged  # noqa: E402
+from bench.sections import CORE, discover  # noqa: E402
+from hf_lite.core.recipe import load_recipe, parse_modifiers  # noqa: E402
+
+
+def test_sections_registered_and_documented():
+    sections = discover()
+    assert set(CORE) <= set(sections)
+    undocumented = [name for name, s in sections.items() if not (s.fn.__doc__ or "").strip()]
+    assert not undocumented, undocumented
+
+
+def test_sst2_rows_are_recipes():
+    from bench.sections.sst2 import fill, sst2_recipe
+
+    rows = config("sst2")["rows"]
+    for name in rows:
+        recipe, reference = sst2_recipe(name, seed=1)
+        assert recipe["training"]["seed"] == 1
+        assert reference in (None, "dense", *rows), name
+        load_recipe(fill(recipe, "/tmp/dense"))
+    # a row taking a user recipe gets that recipe's modifiers and budget
+    recipe, _ = sst2_recipe("obs90_hidden_kd_8ep")
+    assert recipe["modifiers"][0]["type"] == "obs_pruning" and recipe["training"]["num_train_epochs"] == 8
+    assert sst2_recipe("gmp90_hidden_kd_8ep")[0]["modifiers"][0]["final_sparsity"] == 0.9
+    for mods in config("sst2")["formats"].values():
+        parse_modifiers(mods)
+
+
+def test_other_configs_are_recipes():
+    from bench.sections.samsum import samsum_recipe
+    from bench.sections.sparsity import curve_recipe
+    from bench.sections.sst2 import fill
+
+    for name in config("samsum")["rows"]:
+        recipe = samsum_recipe(name)
+        assert recipe["data"]["max_train_samples"] == 128 and "../shared" not in recipe["data"]["train"]
+        load_recipe(recipe)
+    for method in config("sparsity")["methods"]:
+        load_recipe(curve_recipe("/tmp/dense", method, 0.9, 0))
+    llm = config("llm")
+    for section in ("smollm2_kd", "qlora_memory"):
+        for changes in llm[section]["rows"].values():
+            load_recipe(merged(llm[section]["base"], changes))
+    sst2 = config("sst2")["base"]
+    for changes in llm["kd_cache"]["rows"].values():
+        load_recipe(fill(merged(merged(sst2, llm["kd_cache"]["base"]), changes), "/tmp/dense"))
+    for changes in config("deploy")["onnx"]["rows"].values():
+        load_recipe(fill(merged(sst2, changes), "/tmp/dense"))
+
+
+def test_oneshot_configs_are_modifiers():
+    cfg = config("oneshot")
+    assert set(cfg["core"]) <= set(cfg["methods"])
+    assert set(cfg["peers"]["core"]) <= set(cfg["peers"]["methods"])
+    assert set(cfg["sparsegpt_ablation"]["order"]) == set(cfg["sparsegpt_ablation"]["rows"])
+    for spec in cfg["methods"].values():
+        if spec:
+            parse_modifiers([spec])
+    for row in cfg["sparsegpt_ablation"]["rows"].values():
+        parse_modifiers([{**cfg["sparsegpt_ablation"]["base"], **row.get("settings", {})}])
+
+
+@pytest.mark.parametrize("changes", [{"modifiers": [{"type": "qat", "bitz": 8}]}, {"training": {"epochs": 1}}])
+def test_a_typo_in_a_config_row_is_refused(changes):
+    from hf_lite.core.settings import RecipeError
+
+    with pytest.raises(RecipeError):
+        load_recipe(merged(config("sst2")["base"], changes))
