@@ -22,9 +22,17 @@ def samsum_recipe(name: str) -> dict:
             return {k: paths(v) for k, v in x.items()}
         return [paths(v) for v in x] if isinstance(x, list) else x
 
-    recipe = paths(merged(recipe_yaml(cfg["rows"][name]), cfg["budget"]))
+    row = cfg["rows"][name]
+    row = {"recipe": row} if isinstance(row, str) else dict(row)
+    recipe = merged(merged(recipe_yaml(row.pop("recipe")), cfg["budget"]), row)
+    recipe = paths(recipe)
     recipe.pop("export", None)
     return recipe
+
+
+def recipe_file(name: str) -> str:
+    row = config("samsum")["rows"][name]
+    return "recipes/" + (row if isinstance(row, str) else row["recipe"])
 
 
 def samsum_row(name: str) -> dict:
@@ -36,7 +44,7 @@ def samsum_row(name: str) -> dict:
     m = report["metrics"]
     row = {
         "recipe": {k: recipe[k] for k in ("model", "modifiers", "training") if k in recipe},
-        "recipe_file": f"recipes/{config('samsum')['rows'][name]}",
+        "recipe_file": recipe_file(name),
         "folder": folder,
         "before": {k[7:]: v for k, v in m["before"].items() if "rouge" in k or "perplexity" in k},
         "after": {k[6:]: v for k, v in m["after"].items() if "rouge" in k or "perplexity" in k},
