@@ -413,7 +413,7 @@ def test_lite_sft_trainer_names_the_extra_when_trl_is_absent(monkeypatch):
 
 def test_save_model_after_training_writes_what_hf_lite_run_exports(tmp_path):
     from hf_lite import LiteTrainer
-    from hf_lite.oneshot.modifiers import GRID_FILE
+    from hf_lite.quantization.grids import GRID_FILE
 
     trainer = LiteTrainer(model=tiny_llama(), args=training_args(tmp_path, max_steps=1), train_dataset=llama_data(),
                           recipe=[{"type": "rtn", "bits": 4, "group_size": 16}])  # fmt: skip

@@ -204,7 +204,8 @@ def import_submodules(package: str, path: list[str]) -> None:
     import pkgutil
 
     for info in pkgutil.iter_modules(path):
-        importlib.import_module(f"{package}.{info.name}")
+        if info.name != "modifiers":  # the deprecated aliases of the one-module-per-method layout
+            importlib.import_module(f"{package}.{info.name}")
 
 
 def register_modifier(name: str):

@@ -1,6 +1,8 @@
 """The one-shot modifiers, one module each: ``magnitude``, ``wanda``, ``sparsegpt`` (pruning), ``rtn``,
 ``gptq`` (quantization); what they share is in base.py. Kept so that imports from
-``hf_lite.oneshot.modifiers`` go on working."""
+``hf_lite.oneshot.modifiers`` go on working, with a DeprecationWarning."""
+
+import warnings
 
 from ..quantization.grids import GRID_FILE  # noqa: F401
 from .base import GridLinear, OneShotModifier, OneShotPruningSettings, RTNSettings  # noqa: F401
@@ -9,3 +11,9 @@ from .magnitude import MagnitudeOneShotModifier  # noqa: F401
 from .rtn import RTNModifier  # noqa: F401
 from .sparsegpt import SparseGPTModifier, SparseGPTSettings  # noqa: F401
 from .wanda import WandaModifier  # noqa: F401
+
+warnings.warn(
+    "hf_lite.oneshot.modifiers is deprecated: import from hf_lite.oneshot or from the method's module (hf_lite.oneshot.{magnitude,wanda,sparsegpt,rtn,gptq,base})",
+    DeprecationWarning,
+    stacklevel=2,
+)

@@ -6,6 +6,8 @@ import importlib
 import pkgutil
 import sys
 
+import pytest
+
 import hf_lite
 from hf_lite.core.modifier import MODIFIERS, build_modifier
 
@@ -42,3 +44,21 @@ def test_every_method_package_on_disk_is_imported():
         if cls.__module__.startswith("hf_lite.")
     }
     assert "modifiers" not in set(homes.values()) - {"modifier"}, homes
+
+
+@pytest.mark.parametrize(
+    "package, name",
+    [("quantization", "FakeQuantLinear"), ("oneshot", "GridLinear"), ("peft", "LoraModifier"),
+     ("pruning", "MovementPruningModifier")],
+)  # fmt: skip
+def test_old_modifiers_modules_still_import_with_a_deprecation_warning(package, name):
+    import warnings
+
+    sys.modules.pop(f"hf_lite.{package}.modifiers", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module(f"hf_lite.{package}.modifiers")
+    assert any(issubclass(w.category, DeprecationWarning) and "deprecated" in str(w.message) for w in caught)
+    new = [m for m in sys.modules.values() if getattr(m, "__name__", "").startswith(f"hf_lite.{package}.")
+           and m is not old and getattr(m, name, None) is getattr(old, name)]  # fmt: skip
+    assert new, f"{name} has no home outside the deprecated module"

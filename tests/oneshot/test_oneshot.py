@@ -14,7 +14,7 @@ from hf_lite.core.targets import decoder_blocks
 from hf_lite.oneshot import algorithms as alg
 from hf_lite.oneshot import apply_recipe_
 from hf_lite.oneshot.apply import calibration_token_chunks
-from hf_lite.oneshot.modifiers import GRID_FILE
+from hf_lite.quantization.grids import GRID_FILE
 from hf_lite.oneshot.sequential import capture_block_inputs, linear_stages, run_sequential
 from hf_lite.pruning.masks import prune_lowest
 
@@ -567,7 +567,7 @@ def test_one_shot_then_recovery_resumes_to_the_uninterrupted_weights(tmp_path, r
 
 
 def test_grid_linear_from_linear_computes_as_before_and_to_linear_restores_it():
-    from hf_lite.oneshot.modifiers import GridLinear
+    from hf_lite.oneshot.base import GridLinear
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(20, 6)

@@ -7,7 +7,7 @@ from conftest import lite, run_fresh, tiny_bert
 from hf_lite import RecipeError
 from hf_lite.core.targets import find_linear_targets
 from hf_lite.quantization import int_fake_quant, int_qparams, nf4_fake_quant, quantize_dequantize
-from hf_lite.quantization.modifiers import FakeQuantLinear
+from hf_lite.quantization.qat import FakeQuantLinear
 
 
 def explicit_qdq(w, bits, group, symmetric):
@@ -113,7 +113,7 @@ def test_qat_with_pruning_keeps_zeros(tmp_path, tiny_dataset):
 
 
 def test_fake_quant_linear_from_and_to_linear_share_the_parameters():
-    from hf_lite.quantization.modifiers import QATSettings, _QATState
+    from hf_lite.quantization.qat import QATSettings, _QATState
 
     torch.manual_seed(0)
     lin = torch.nn.Linear(16, 8).eval()
