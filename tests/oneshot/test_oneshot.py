@@ -14,9 +14,9 @@ from hf_lite.core.targets import decoder_blocks
 from hf_lite.oneshot import algorithms as alg
 from hf_lite.oneshot import apply_recipe_
 from hf_lite.oneshot.apply import calibration_token_chunks
-from hf_lite.quantization.grids import GRID_FILE
 from hf_lite.oneshot.sequential import capture_block_inputs, linear_stages, run_sequential
 from hf_lite.pruning.masks import prune_lowest
+from hf_lite.quantization.grids import GRID_FILE
 
 BLOCK_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
