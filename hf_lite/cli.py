@@ -154,7 +154,13 @@ def _cmd_chat(a) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hf-lite", description="Compress transformers models with a YAML recipe.")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_recipe_commands(sub)
+    _add_folder_commands(sub)
+    return parser
 
+
+def _add_recipe_commands(sub) -> None:
+    """``run``, ``validate``: the commands that read a recipe."""
     p = sub.add_parser("run", help="run a whole job from a recipe")
     p.add_argument("recipe")
     p.add_argument("--output-dir", help="overrides export.output_dir")
@@ -176,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.set_defaults(func=_cmd_validate)
 
+
+def _add_folder_commands(sub) -> None:
+    """``report``, ``student``, ``export``, ``chat``, ``push``: the commands that read a model folder."""
     p = sub.add_parser("report", help="parameters, sparsity per layer, bits and size of a saved model")
     p.add_argument("model_dir")
     p.add_argument("--json", action="store_true")
@@ -215,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", required=True)
     p.add_argument("--private", action="store_true")
     p.set_defaults(func=_cmd_push)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

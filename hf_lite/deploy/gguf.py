@@ -222,6 +222,17 @@ def _rotary_heads(target: str, config: Any) -> int | None:
     return None
 
 
+def _blocks_from_grid(tensor, scale, zero, grid, heads, kind: str) -> np.ndarray:
+    """GGUF blocks holding hf_lite's own integer codes and scales (no re-rounding)."""
+    from .compressed_tensors import _codes
+
+    codes = _codes(tensor, scale, zero, grid).numpy()
+    scale, zero = scale.numpy(), zero.numpy()
+    if heads is not None:  # rows move with their scales
+        codes, scale, zero = _permute(codes, heads), _permute(scale, heads), _permute(zero, heads)
+    return _exact_blocks(codes, scale, zero, kind)
+
+
 def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
     """Write ``out/model-<qtype>.gguf`` from the causal LM exported in ``folder``. Returns the path,
     whether the block Linears were written exactly from an hf_lite grid, and the largest difference
@@ -231,7 +242,7 @@ def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
     from transformers import AutoConfig
 
     from ..quantization.grids import load_grid
-    from .compressed_tensors import _codes, _load_folder_weights
+    from .compressed_tensors import _load_folder_weights
 
     if qtype == "auto":
         qtype = auto_type(folder)
@@ -269,11 +280,7 @@ def export_gguf(folder: str, out: str, qtype: str = "auto") -> dict[str, Any]:
         if w.shape[1] % 32:
             raise RecipeError(f"gguf: {name} has {w.shape[1]} inputs, not a multiple of GGUF's block of 32")
         if exact and module in scales:
-            codes = _codes(tensor, scales[module], zeros[module], grid).numpy()
-            scale, zero = scales[module].numpy(), zeros[module].numpy()
-            if heads is not None:  # rows move with their scales
-                codes, scale, zero = _permute(codes, heads), _permute(scale, heads), _permute(zero, heads)
-            blocks = _exact_blocks(codes, scale, zero, kind)
+            blocks = _blocks_from_grid(tensor, scales[module], zeros[module], grid, heads, kind)
         else:
             blocks = gguf.quants.quantize(w.astype(np.float32), qtypes[kind])
         if target.startswith("blk."):
