@@ -27,6 +27,9 @@ SST2_LABELS = {
     "gmp80_global_hidden_kd_8ep_lr1e4": "as above, +8 epochs, lr 1e-4",
     "gmp80_global_hidden_kd_8ep": "as above, +8 epochs, lr 2e-4",
     "gmp80_global_hidden_kd_8ep_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
+    "obs90_hidden_kd_8ep": "OBS 90% global of the dense fine-tune, logits + hidden KD, +8 epochs (`recipes/obs_90_kd.yaml`)",
+    "gmp90_hidden_kd_8ep": "GMP 90%, the same recipe and budget",
+    "obs80_hidden_kd_8ep": "OBS 80%, the same recipe and budget",
     "dense_full_train": "dense fine-tune on all 60,614 training rows",
     "dense_seed1": "dense fine-tune, seed 1",
     "lora_r8_seed1": "LoRA r=8, seed 1 (kept: vs dense seed 1)",
@@ -83,6 +86,9 @@ SST2_STUDIES = {
     "gmp80_global_hidden_kd_8ep_lr1e4",
     "gmp80_global_hidden_kd_8ep",
     "gmp80_global_hidden_kd_8ep_seed1",
+    "obs90_hidden_kd_8ep",
+    "gmp90_hidden_kd_8ep",
+    "obs80_hidden_kd_8ep",
     "dense_full_train",
     "gmp80_full_train",
     "dense_seed1",
@@ -579,8 +585,10 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
 
     for sparsity, key in ((0.9, "obs_90"), (0.8, "obs_80")):
         rec = mean("obs", sparsity, "recovery")
-        if rec is not None:
-            goals.append(judge(key, pct(rec), recovery=rec))
+        long = (load(f"sst2_obs{round(100 * sparsity)}_hidden_kd_8ep") or {}).get("recovery")
+        if rec is not None or long is not None:  # judged on the better of the curve and the 8-epoch recipe
+            text = f"1-epoch curve {pct(rec)}" + (f"; 8-epoch recipe {pct(long)}" if long is not None else "")
+            goals.append(judge(key, text, recovery=max(r for r in (rec, long) if r is not None)))
     high = sorted({r["sparsity"] for r in rows if r["method"] == "obs" and r["sparsity"] >= 0.8})
     if high:
         margin = min((mean("obs", sp, "accuracy") or 0) - (mean(m, sp, "accuracy") or 0)
