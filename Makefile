@@ -27,7 +27,7 @@ demo: install
 
 # HF_LITE_REQUIRE_LLAMA_CPP: the GGUF tests fail instead of skipping when llama.cpp is missing
 test: install
-	HF_LITE_REQUIRE_LLAMA_CPP=1 $(PY) -m pytest -q -x $(if $(FULL),,-m "not slow") tests
+	HF_LITE_REQUIRE_LLAMA_CPP=1 $(PY) -m pytest -q -x --durations=15 $(if $(FULL),,-m "not slow") tests
 
 # multi-GPU FSDP2 (and the ZeRO-3 refusal with deepspeed installed); skips without 2 CUDA GPUs
 test-gpu: install
