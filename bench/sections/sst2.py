@@ -210,6 +210,12 @@ def section_obs_8ep() -> None:
 
 
 @section()
+def section_obs_8ep_fisher() -> None:
+    """recipes/obs_90_kd.yaml with a Fisher from 25 gradients (every 25 steps) instead of 10 (every 10)."""
+    rows("obs90_hidden_kd_8ep_g25", skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
