@@ -611,6 +611,7 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
 SAMSUM_ROWS = (
     ("sft", "dense SFT (`recipes/samsum_sft.yaml`)"),
     ("wanda50_kd", "Wanda 50% + KD recovery (`samsum_wanda50_kd.yaml`)"),
+    ("wanda50_kd_3ep", "as above, 3 epochs at lr 1e-4"),
     ("sparsegpt24_kd", "SparseGPT 2:4 + KD recovery (`samsum_sparsegpt24_kd.yaml`)"),
     ("gptq_int4_g32_kd", "GPTQ int4 g32 + scales/KD recovery (`samsum_gptq_int4_kd.yaml`)"),
     ("student15_kd", "15-of-30-layer student, KD (`samsum_student15_kd.yaml`)"),
@@ -657,10 +658,11 @@ def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         return []
     ref = rows["sft"]["after"]["rougeL"]
     goals = []
-    for key, goal in (("wanda50_kd", "samsum_sparse"), ("gptq_int4_g32_kd", "samsum_int4")):
-        if key in rows:
-            keep = rows[key]["after"]["rougeL"] / ref
-            goals.append(judge(goal, pct(keep), keep=keep))
+    for keys, goal in ((("wanda50_kd", "wanda50_kd_3ep"), "samsum_sparse"), (("gptq_int4_g32_kd",), "samsum_int4")):
+        kept = {k: rows[k]["after"]["rougeL"] / ref for k in keys if k in rows}
+        if kept:  # the best recipe, each shown
+            text = "; ".join(f"{k} {pct(v)}" for k, v in kept.items()) if len(kept) > 1 else pct(max(kept.values()))
+            goals.append(judge(goal, text, keep=max(kept.values())))
     if "student15_kd" in rows:
         keep = rows["student15_kd"]["after"]["rougeL"] / ref
         speed = (rows.get("speed") or {}).get("student_speedup")
@@ -1077,7 +1079,8 @@ def summary_rows() -> list[list[str]]:
                      f"ppl {r['hf_lite']['ppl']:.2f} (llm-compressor {num(r['llmcompressor'].get('ppl'))})",
                      "same (dense kernels)", "same", "`oneshot_vs_llmcompressor.json`"])  # fmt: skip
     sam = (load("samsum") or {}).get("rows") or {}
-    for key, label in (("gptq_int4_g32_kd", "GPTQ int4 g32 + KD recovery"), ("wanda50_kd", "Wanda 50% + KD recovery")):
+    for key, label in (("gptq_int4_g32_kd", "GPTQ int4 g32 + KD recovery"),
+                       ("wanda50_kd_3ep", "Wanda 50% + 3 epochs of KD recovery")):  # fmt: skip
         if key in sam and "sft" in sam:
             keep = sam[key]["after"]["rougeL"] / sam["sft"]["after"]["rougeL"]
             rows.append(["dialogue summary, SmolLM2-135M-Instruct (SAMSum)", label,
