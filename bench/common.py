@@ -33,20 +33,21 @@ SAMSUM = os.path.join(SHARED, "samsum")
 THREADS = 2  # the protocol's machine; child processes set the same
 
 
+def replace_in_strings(x, old: str, new: str):
+    """A copy of the JSON-like ``x`` with ``old`` replaced by ``new`` in every string."""
+    if isinstance(x, str):
+        return x.replace(old, new)
+    if isinstance(x, dict):
+        return {k: replace_in_strings(v, old, new) for k, v in x.items()}
+    if isinstance(x, list):
+        return [replace_in_strings(v, old, new) for v in x]
+    return x
+
+
 def config(name: str) -> dict:
     """bench/configs/<name>.yaml with ``{shared}`` in its strings replaced by ../shared/data."""
-
-    def fill(x):
-        if isinstance(x, str):
-            return x.replace("{shared}", SHARED)
-        if isinstance(x, dict):
-            return {k: fill(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [fill(v) for v in x]
-        return x
-
     with open(os.path.join(CONFIGS, f"{name}.yaml")) as f:
-        return fill(yaml.safe_load(f))
+        return replace_in_strings(yaml.safe_load(f), "{shared}", SHARED)
 
 
 def merged(base: dict, changes: dict) -> dict:

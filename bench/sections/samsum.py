@@ -7,7 +7,7 @@ import os
 import statistics
 import time
 
-from bench.common import OUT, SHARED, config, merged, recipe_yaml, run_recipe, save, saved_rows
+from bench.common import OUT, SHARED, config, merged, recipe_yaml, replace_in_strings, run_recipe, save, saved_rows
 from bench.sections import section
 
 
@@ -15,17 +15,10 @@ def samsum_recipe(name: str) -> dict:
     """recipes/samsum_<...>.yaml of config row ``name`` with the bench's budget; paths made absolute."""
     cfg = config("samsum")
 
-    def paths(x):
-        if isinstance(x, str):
-            return x.replace("../shared/data", SHARED).replace("runs/", OUT + "/")
-        if isinstance(x, dict):
-            return {k: paths(v) for k, v in x.items()}
-        return [paths(v) for v in x] if isinstance(x, list) else x
-
     row = cfg["rows"][name]
     row = {"recipe": row} if isinstance(row, str) else dict(row)
     recipe = merged(merged(recipe_yaml(row.pop("recipe")), cfg["budget"]), row)
-    recipe = paths(recipe)
+    recipe = replace_in_strings(replace_in_strings(recipe, "../shared/data", SHARED), "runs/", OUT + "/")
     recipe.pop("export", None)
     return recipe
 

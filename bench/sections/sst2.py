@@ -14,6 +14,7 @@ from bench.common import (
     load_result,
     merged,
     recipe_yaml,
+    replace_in_strings,
     run_recipe,
     save,
     with_speedups,
@@ -30,14 +31,9 @@ def dense_reference(seed: int = 0) -> tuple[str, float]:
     return folder, load_result(f"sst2_{name}")["accuracy"]
 
 
-def fill(x, dense: str):
-    if isinstance(x, str):
-        return x.replace("{dense}", dense)
-    if isinstance(x, dict):
-        return {k: fill(v, dense) for k, v in x.items()}
-    if isinstance(x, list):
-        return [fill(v, dense) for v in x]
-    return x
+def fill(recipe: dict, dense: str) -> dict:
+    """``recipe`` with ``{dense}`` replaced by the dense fine-tune's folder."""
+    return replace_in_strings(recipe, "{dense}", dense)
 
 
 def sst2_recipe(name: str, seed: int = 0) -> tuple[dict, str | None]:
