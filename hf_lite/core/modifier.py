@@ -204,8 +204,20 @@ def import_submodules(package: str, path: list[str]) -> None:
     import pkgutil
 
     for info in pkgutil.iter_modules(path):
-        if info.name != "modifiers":  # the deprecated aliases of the one-module-per-method layout
+        if info.name != DEPRECATED_ALIAS_MODULE:
             importlib.import_module(f"{package}.{info.name}")
+
+
+#: the name of each family's deprecated alias module (the layout before one module per method)
+DEPRECATED_ALIAS_MODULE = "modifiers"
+
+
+def warn_moved(old: str, new: str) -> None:
+    """Warn, from a deprecated alias module ``old``, that its names now live in ``new``."""
+    import warnings
+
+    # stacklevel 3: the line of the user's code that imported ``old``
+    warnings.warn(f"{old} is deprecated: import from {new}", DeprecationWarning, stacklevel=3)
 
 
 def register_modifier(name: str):
