@@ -19,6 +19,11 @@ LOAD_SNIPPETS = {
     'model = AutoModelForSeq2SeqLM.from_pretrained("{repo}")\n'
     'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
 }
+AUTO_CLASSES = {
+    "sequence-classification": "AutoModelForSequenceClassification",
+    "causal-lm": "AutoModelForCausalLM",
+    "seq2seq": "AutoModelForSeq2SeqLM",
+}
 PIPELINE_TAGS = {
     "sequence-classification": "text-classification",
     "causal-lm": "text-generation",
@@ -49,6 +54,33 @@ def _generation(report: dict[str, Any]) -> str:
             if tag in row:
                 parts.append(f"**{tag}**\n\n{quote(row[tag] or '(empty)')}\n")
     return "\n".join(parts) + "\n"
+
+
+def _formats(report: dict[str, Any], head: str, repo: str) -> str:
+    """How to run each format ``export.formats`` wrote next to the safetensors, with what was measured."""
+    written = report.get("formats") or {}
+    parts = []
+    if "compressed-tensors" in written:
+        parts.append(
+            "**compressed-tensors** (`compressed-tensors/`: transformers with `pip install compressed-tensors`, "
+            f"or vLLM)\n```python\nfrom transformers import {AUTO_CLASSES[head]}\n"
+            f'model = {AUTO_CLASSES[head]}.from_pretrained("{repo}", subfolder="compressed-tensors")\n```\n'
+        )
+    if "onnx" in written:
+        from .deploy.onnx import DISABLED_FUSIONS, FILES, deployment_summary
+
+        measured = report.get("deployment", {}).get("onnx")
+        parts.append(
+            f"**ONNX** (`onnx/{FILES['fp32']}` fp32, `onnx/{FILES['int8']}` int8; onnxruntime)\n```python\n"
+            "import onnxruntime as ort\n"
+            f'session = ort.InferenceSession("onnx/{FILES["int8"]}", providers=["CPUExecutionProvider"],\n'
+            f"                               disabled_optimizers={list(DISABLED_FUSIONS)})  # the faster layer norms\n```\n"
+            + (f"Measured: {deployment_summary(measured)}.\n" if measured else "")
+        )
+    if "gguf" in written:
+        path = written["gguf"]["path"]
+        parts.append(f'**GGUF** (`{path}`, llama.cpp)\n```bash\nllama-cli -m {path} -p "Hello"\n```\n')
+    return "## Other formats\n" + "\n".join(parts) + "\n" if parts else ""
 
 
 #: Hub ids behind the offline aliases (kept for callers of this name; the table is ``models.ALIASES``)
@@ -151,7 +183,7 @@ is the recovery when the loaded model was already trained (one-shot runs, compre
 ```
 Plain transformers loads this folder; hf_lite is not needed.
 
-## Recipe
+{_formats(report, head, repo)}## Recipe
 ```yaml
 {recipe.to_yaml(portable=True)}```
 """

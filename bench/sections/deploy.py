@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from bench.common import OUT, config, median_seconds, merged, run_recipe, save
+from bench.common import OUT, THREADS, config, median_seconds, merged, run_recipe, save
 from bench.sections import section
 from bench.sections.oneshot import protocol_data
 from bench.sections.sst2 import dense_reference, fill
@@ -88,7 +88,7 @@ def section_deploy_onnx(names: list[str] | None = None) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from hf_lite.data import load_split
-    from hf_lite.deploy.onnx import FILES, export_onnx
+    from hf_lite.deploy.onnx import FILES, export_onnx, session
     from hf_lite.models import load_tokenizer
     from hf_lite.quantization.ptq import dynamic_int8
 
@@ -102,21 +102,18 @@ def section_deploy_onnx(names: list[str] | None = None) -> None:
         folders[name] = folder
     tok = load_tokenizer("minilm-l6")
     rows_sst2 = load_split(config("sst2")["base"]["data"]["eval"], "eval")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
     rows = {}
     for name, folder in folders.items():
         onnx_dir = os.path.join(folder, "onnx")
-        if not os.path.isfile(os.path.join(onnx_dir, FILES["int8"])):
-            shutil.rmtree(onnx_dir, ignore_errors=True)
-            export_onnx(folder, onnx_dir)
+        shutil.rmtree(onnx_dir, ignore_errors=True)  # written by this code, not an earlier export
+        export_onnx(folder, onnx_dir)
         fp32 = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         engines = {
             "torch_fp32": fp32,
             "torch_int8": dynamic_int8(copy.deepcopy(fp32)),
-            "ort_fp32": ort.InferenceSession(os.path.join(onnx_dir, FILES["fp32"]), options, providers=["CPUExecutionProvider"]),
-            "ort_int8": ort.InferenceSession(os.path.join(onnx_dir, FILES["int8"]), options, providers=["CPUExecutionProvider"]),
-        }  # fmt: skip
+            "ort_fp32": session(os.path.join(onnx_dir, FILES["fp32"]), threads=THREADS),
+            "ort_int8": session(os.path.join(onnx_dir, FILES["int8"]), threads=THREADS),
+        }
 
         def forward(engine, enc):
             if isinstance(engine, ort.InferenceSession):

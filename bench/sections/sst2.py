@@ -212,6 +212,13 @@ def section_obs_8ep_fisher() -> None:
 
 
 @section()
+def section_obs_rewind() -> None:
+    """OBS 90% and 80% and GMP 90% on oBERT's own layout scaled to the 8-epoch budget: a jump to 70% (60%),
+    six pruning steps 242 apart, a learning-rate rewind after each, a Fisher from 64 gradients, pure KD."""
+    rows("obs90_rewind_8ep", "obs80_rewind_8ep", "gmp90_rewind_8ep", skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""

@@ -477,6 +477,8 @@ def _scalar_types(tp: Any) -> tuple[type, ...]:
 
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         return tuple(t for a in typing.get_args(tp) for t in _scalar_types(a))
+    if tp is dict or typing.get_origin(tp) is dict:  # lr_scheduler_kwargs, fsdp_config: a mapping or JSON text
+        return (dict,)
     return (tp,) if tp in (int, float, bool, str, type(None)) else ()
 
 

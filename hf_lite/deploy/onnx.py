@@ -1,10 +1,11 @@
-"""ONNX for encoder classifiers: ``onnx/model.onnx`` (fp32, exported with ``torch.onnx``; attention, layer norms and GELU fused by
-onnxruntime's transformer optimizer for BERT-family encoders) and
+"""ONNX for encoder classifiers: ``onnx/model.onnx`` (fp32, exported with ``torch.onnx``; attention and
+GELU fused by onnxruntime's transformer optimizer for BERT-family encoders) and
 ``onnx/model_int8.onnx`` (onnxruntime dynamic quantization: int8 weights per output channel, activations
-quantized at run time), with the config and tokenizer next to them.
+quantized at run time; its GELU is the tanh approximation), with the config and tokenizer next to them.
 
 Pruned weights stay exactly zero in both (symmetric int8 maps 0 to 0). The fp32 graph is checked
-against the PyTorch model on a sample batch before the folder is kept.
+against the PyTorch model on a sample batch before the folder is kept. Open either graph with
+:func:`session`, which keeps onnxruntime from fusing the residual adds into ``SkipLayerNormalization``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import tempfile
 import warnings
 
 from ..core.settings import RecipeError
@@ -51,15 +53,40 @@ def _inputs(tokenizer, texts: list[str]):
 FUSED_ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "camembert")
 
 
-def _fuse(path: str, config) -> dict[str, int]:
-    """Fuse attention, layer norms and GELU in the fp32 graph (onnxruntime's transformer optimizer); the
-    fused ops are what make the int8 graph fast. Returns the fused op counts (empty if nothing applies)."""
+#: onnxruntime graph fusions :func:`session` turns off: its CPU ``SkipLayerNormalization`` kernel is
+#: slower than the ``Add`` and ``LayerNormalization`` it replaces (bench/RESULTS.md, deploy_onnx)
+DISABLED_FUSIONS = ("SkipLayerNormFusion",)
+
+
+def session(path: str, threads: int | None = None):
+    """An onnxruntime CPU session for a graph written by :func:`export_onnx`, with :data:`DISABLED_FUSIONS`
+    off (``threads``: intra-op threads, onnxruntime's default when None)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        path, options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_FUSIONS)
+    )
+
+
+def _fuse(path: str, config, approximate_gelu: bool = False) -> dict[str, int]:
+    """Fuse attention, embeddings and GELU in the graph at ``path`` (onnxruntime's transformer optimizer);
+    the fused ops are what make the int8 graph fast. Residual adds stay apart from their layer norms
+    (see :data:`DISABLED_FUSIONS`). Returns the fused op counts (empty if nothing applies)."""
     if config.model_type not in FUSED_ENCODERS:
         return {}
+    from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
+    options = FusionOptions("bert")
+    options.enable_skip_layer_norm = False
+    options.enable_gelu_approximation = approximate_gelu
     heads, hidden = config.num_attention_heads, config.hidden_size
-    optimized = optimize_model(path, model_type="bert", num_heads=heads, hidden_size=hidden)
+    optimized = optimize_model(
+        path, model_type="bert", num_heads=heads, hidden_size=hidden, optimization_options=options
+    )
     optimized.save_model_to_file(path)
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
@@ -68,7 +95,6 @@ def export_onnx(folder: str, out: str) -> dict[str, str]:
     """Write the fp32 and int8 graphs of the classifier exported in ``folder`` into ``out``."""
     import numpy as np
     import onnx
-    import onnxruntime as ort
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -94,12 +120,17 @@ def export_onnx(folder: str, out: str) -> dict[str, str]:
             opset_version=17,
             dynamo=False,
         )
+    # the int8 graph is quantized from a copy whose GELU is the tanh approximation (faster; its error is
+    # far below int8's), the fp32 graph keeps the exact GELU and is checked against PyTorch
+    scratch = tempfile.TemporaryDirectory()
+    source = os.path.join(scratch.name, "int8_source.onnx")
+    shutil.copy(fp32, source)
     fused = _fuse(fp32, model.config)
     if fused:
         logger.info(f"onnx: fused {fused}")
+    _fuse(source, model.config, approximate_gelu=True)
     check = _inputs(tokenizer, ["another text", "one more text to check the exported graph with"])
-    session = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"])
-    got = session.run(["logits"], {k: v.numpy() for k, v in check.items()})[0]
+    got = session(fp32).run(["logits"], {k: v.numpy() for k, v in check.items()})[0]
     with torch.no_grad():
         want = model(**check).logits.numpy()
     diff = float(np.abs(got - want).max())
@@ -109,7 +140,7 @@ def export_onnx(folder: str, out: str) -> dict[str, str]:
     logging.getLogger().setLevel(max(quiet, logging.WARNING))
     try:
         quantize_dynamic(
-            fp32,
+            source,
             os.path.join(out, FILES["int8"]),
             weight_type=QuantType.QInt8,
             per_channel=True,
@@ -117,6 +148,7 @@ def export_onnx(folder: str, out: str) -> dict[str, str]:
         )
     finally:
         logging.getLogger().setLevel(quiet)
+        scratch.cleanup()
     model.config.save_pretrained(out)
     tokenizer.save_pretrained(out)
     for extra in ("README.md",):
@@ -153,7 +185,6 @@ def measure_onnx(folder: str, onnx_dir: str, batches: list[dict], seq_len: int, 
     """The exported classifier where it is deployed: accuracy of PyTorch fp32 (the saved folder) and of
     both ONNX graphs in onnxruntime on ``batches`` (padded, with ``labels``), latency of each at batch 1 x
     ``seq_len`` tokens (median of 20, the engines interleaved over ``rounds``), and the files' sizes."""
-    import onnxruntime as ort
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -162,7 +193,7 @@ def measure_onnx(folder: str, onnx_dir: str, batches: list[dict], seq_len: int, 
     torch_model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     engines = {"torch_fp32": torch_model}
     for kind, name in FILES.items():
-        engines[f"onnx_{kind}"] = ort.InferenceSession(os.path.join(onnx_dir, name), providers=["CPUExecutionProvider"])
+        engines[f"onnx_{kind}"] = session(os.path.join(onnx_dir, name))
     accuracy = {}
     for key, engine in engines.items():
         correct = total = 0

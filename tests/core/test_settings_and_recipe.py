@@ -114,3 +114,16 @@ def test_every_shipped_recipe_validates():
     assert paths
     for path in paths:
         load_recipe(path)
+
+
+def test_mapping_valued_training_arguments(tmp_path):
+    """TrainingArguments fields typed ``dict | str`` (lr_scheduler_kwargs) take a YAML mapping, which reaches
+    the Trainer's scheduler; other types still fail naming the key."""
+    from hf_lite.api import _training_args
+
+    training = {"lr_scheduler_type": "cosine_with_restarts", "lr_scheduler_kwargs": {"num_cycles": 8}}
+    recipe = load_recipe({"training": training})
+    args = _training_args(recipe, str(tmp_path))
+    assert args.lr_scheduler_kwargs == {"num_cycles": 8} and args.lr_scheduler_type == "cosine_with_restarts"
+    with pytest.raises(RecipeError, match=r"training.lr_scheduler_kwargs: got \[3\] \(list\); expected dict or str"):
+        load_recipe({"training": {"lr_scheduler_kwargs": [3]}})

@@ -58,6 +58,8 @@ def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_di
     assert deployed["size_bytes"]["onnx_int8"] == report["formats"]["onnx_int8"]["size_bytes"]
     assert all(v > 0 for v in deployed["latency_ms"].values()) and deployed["input"].startswith("batch 1 x 16")
     assert "onnx int8 in onnxruntime: accuracy" in capsys.readouterr().out
+    card = (out / "README.md").read_text()  # the card says how to run the graphs, and what was measured
+    assert 'disabled_optimizers=["SkipLayerNormFusion"]' in card.replace("'", '"') and "Measured: onnx int8" in card
     tok = AutoTokenizer.from_pretrained(onnx_dir)
     model = AutoModelForSequenceClassification.from_pretrained(out).eval()
     texts = ["good movie", "the plot was very boring and the acting was weak"]
@@ -68,7 +70,8 @@ def test_pruned_classifier_to_onnx_keeps_zeros_and_logits(tmp_path, tiny_bert_di
     # the pruned zeros: fp32 initializers keep them, and the int8 codes of zero weights are 0
     zeros = {n: (p == 0).float().mean().item() for n, p in model.named_parameters() if "encoder" in n and p.dim() == 2}
     assert min(zeros.values()) > 0.3
-    inits = [numpy_helper.to_array(t) for t in onnx.load(str(onnx_dir / "model_int8.onnx")).graph.initializer]
+    int8_graph = onnx.load(str(onnx_dir / "model_int8.onnx"))
+    inits = [numpy_helper.to_array(t) for t in int8_graph.graph.initializer]
     int8 = [a for a in inits if a.dtype == np.int8 and a.ndim == 2]
     assert int8 and sum((a == 0).sum() for a in int8) / sum(a.size for a in int8) > 0.3
 
@@ -88,3 +91,27 @@ def test_hf_lite_export_onnx_for_a_written_folder(tmp_path, tiny_bert_dir, capsy
     assert "model_int8.onnx" in capsys.readouterr().out
     assert os.path.isfile(os.path.join(folder, "onnx", "model.onnx"))
     assert main(["export", folder, "--format", "onnx"]) == 2  # not over an existing one
+
+
+def test_sessions_keep_residual_adds_apart_from_layer_norms(tmp_path, tiny_bert_dir):
+    """onnxruntime's SkipLayerNormalization is slower on CPU than Add + LayerNormalization: the export leaves
+    them apart, and :func:`session` keeps onnxruntime from fusing them at load (it ignores unknown optimizer
+    names, so the fusion's name is checked on the graph onnxruntime actually runs)."""
+    import onnx
+    import onnxruntime as ort
+
+    from hf_lite.deploy.onnx import DISABLED_FUSIONS, export_onnx, session
+
+    paths = export_onnx(tiny_bert_dir, str(tmp_path / "onnx"))
+    for kind, path in paths.items():
+        ops = {n.op_type for n in onnx.load(path).graph.node}
+        assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops, kind
+        assert "Attention" in ops or "QAttention" in ops, kind  # the fusion that makes it fast is still there
+        ran = {}
+        for disabled in ([], list(DISABLED_FUSIONS)):
+            options = ort.SessionOptions()
+            options.optimized_model_filepath = str(tmp_path / f"{kind}_{len(disabled)}.onnx")
+            ort.InferenceSession(path, options, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+            ran[len(disabled)] = {n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node}
+        assert "SkipLayerNormalization" in ran[0] and "SkipLayerNormalization" not in ran[len(DISABLED_FUSIONS)]
+        assert session(path, threads=1).get_inputs()
