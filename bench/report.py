@@ -707,7 +707,7 @@ def deploy_onnx_table() -> str:
     rows = data.get("rows") or {}
     if not rows:
         return ""
-    engines = ("torch_fp32", "torch_int8", "ort_fp32", "ort_int8")
+    engines = ("torch_fp32", "torch_int8", "ort_fp32", "ort_int8", "ort_int8_default_fusions")
     lines = [
         "| model | engine | accuracy | vs dense | speed-up b1 x 128 | speed-up b8 x 128 | file MiB |",
         "|---|---|---|---|---|---|---|",
@@ -715,8 +715,8 @@ def deploy_onnx_table() -> str:
     for name, r in rows.items():
         size = r["size_mib"]
         files = {"torch_fp32": size["safetensors"], "torch_int8": None, "ort_fp32": size["onnx_fp32"],
-                 "ort_int8": size["onnx_int8"]}  # fmt: skip
-        for e in engines:
+                 "ort_int8": size["onnx_int8"], "ort_int8_default_fusions": size["onnx_int8"]}  # fmt: skip
+        for e in (e for e in engines if e in r["accuracy"]):
             sp = r["speedup_vs_torch_fp32"]
             mib = "-" if files[e] is None else f"{files[e]:.0f}"
             lines.append(f"| {name} | {e} | {pct(r['accuracy'][e])} | {pct(r['accuracy_vs_dense_torch'][e])} | "

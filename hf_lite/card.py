@@ -8,21 +8,16 @@ from typing import Any
 from .core.recipe import Recipe
 from .models import ALIASES, resolve_model_path
 
-LOAD_SNIPPETS = {
-    "sequence-classification": "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-    'model = AutoModelForSequenceClassification.from_pretrained("{repo}")\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-    "causal-lm": "from transformers import AutoModelForCausalLM, AutoTokenizer\n"
-    'model = AutoModelForCausalLM.from_pretrained("{repo}")\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-    "seq2seq": "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer\n"
-    'model = AutoModelForSeq2SeqLM.from_pretrained("{repo}")\n'
-    'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-}
 AUTO_CLASSES = {
     "sequence-classification": "AutoModelForSequenceClassification",
     "causal-lm": "AutoModelForCausalLM",
     "seq2seq": "AutoModelForSeq2SeqLM",
+}
+LOAD_SNIPPETS = {
+    head: f"from transformers import {cls}, AutoTokenizer\n"
+    f'model = {cls}.from_pretrained("{{repo}}")\n'
+    'tokenizer = AutoTokenizer.from_pretrained("{repo}")'
+    for head, cls in AUTO_CLASSES.items()
 }
 PIPELINE_TAGS = {
     "sequence-classification": "text-classification",
