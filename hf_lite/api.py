@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .card import card_name
 from .core.distributed import is_main
 from .core.recipe import Recipe, load_recipe
 from .core.session import CompressionSession
@@ -190,12 +191,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.resume_from: str | None = None
-        e = recipe.export
-        # how the card and report name the folder: the Hub repo when pushing, else the path as given
-        # (an absolute one shortened: a published card names no local folders)
-        self.display = e.hub_repo_id or os.path.basename(os.path.abspath(out)) if e.push_to_hub else out
-        if os.path.isabs(self.display):
-            self.display = os.path.basename(self.display.rstrip("/"))
+        self.display = card_name(recipe, out)  # a published card names no local folders
 
     def timed(self, key: str, fn, *args):
         t = time.perf_counter()

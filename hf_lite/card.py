@@ -130,6 +130,14 @@ def portable_name(path: str) -> str:
     return os.path.basename(path.rstrip("/")) if os.path.isabs(path) else path
 
 
+def card_name(recipe: Recipe, out: str) -> str:
+    """How the card and report name the folder ``out``: the Hub repo when the recipe pushes, else the path
+    as given (an absolute one shortened to its last part)."""
+    e = recipe.export
+    name = (e.hub_repo_id or os.path.basename(os.path.abspath(out))) if e.push_to_hub else out
+    return portable_name(name)
+
+
 def write_model_card(folder: str, recipe: Recipe, report: dict[str, Any], repo_id: str | None = None) -> str:
     from huggingface_hub import ModelCard, ModelCardData
 

@@ -83,7 +83,9 @@ def _cmd_export(a) -> int:
     from .deploy import export_folder
     from .report import folder_size
 
-    out = export_folder(a.model_dir, a.format, a.out, a.gguf_type)
+    out, carded = export_folder(a.model_dir, a.format, a.out, a.gguf_type)
+    if carded:
+        print(f"added {a.format} to {os.path.join(a.model_dir, 'report.json')} and the model card (README.md)")
     before = folder_size(a.model_dir) / 2**20
     if a.format == "onnx":
         from .deploy.onnx import FILES

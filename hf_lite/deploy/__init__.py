@@ -71,24 +71,30 @@ def write_formats(folder: str, formats: list[str], gguf_type: str = "auto") -> d
             written[fmt] = {"path": ".", "size_bytes": folder_size(folder)}
             continue
         out = os.path.join(folder, SUBFOLDERS[fmt])
-        result = _write(fmt, folder, out, gguf_type)
-        written[fmt] = {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out, _SUFFIXES[fmt])}
-        if fmt == "gguf":
-            written[fmt].update({k: v for k, v in result.items() if k != "path"})
-            written[fmt]["path"] = os.path.relpath(result["path"], folder)
-        if fmt == "onnx":
-            from .onnx import FILES
-
-            for kind, name in FILES.items():
-                written[f"onnx_{kind}"] = {
-                    "path": f"onnx/{name}",
-                    "size_bytes": os.path.getsize(os.path.join(out, name)),
-                }
+        written.update(_entries(folder, fmt, _write(fmt, folder, out, gguf_type)))
     return written
 
 
-def export_folder(folder: str, fmt: str, out: str | None = None, gguf_type: str = "auto") -> str:
-    """``hf-lite export``: write ``fmt`` for an exported folder (to ``out`` or the format's subfolder)."""
+def _entries(folder: str, fmt: str, result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """report.json's ``formats`` entries of ``fmt`` written to its subfolder of ``folder``."""
+    from ..report import folder_size
+
+    out = os.path.join(folder, SUBFOLDERS[fmt])
+    entries = {fmt: {"path": SUBFOLDERS[fmt], "size_bytes": folder_size(out, _SUFFIXES[fmt])}}
+    if fmt == "gguf":
+        entries[fmt].update({k: v for k, v in result.items() if k != "path"})
+        entries[fmt]["path"] = os.path.relpath(result["path"], folder)
+    if fmt == "onnx":
+        from .onnx import FILES
+
+        for kind, name in FILES.items():
+            entries[f"onnx_{kind}"] = {"path": f"onnx/{name}", "size_bytes": os.path.getsize(os.path.join(out, name))}
+    return entries
+
+
+def export_folder(folder: str, fmt: str, out: str | None = None, gguf_type: str = "auto") -> tuple[str, bool]:
+    """``hf-lite export``: write ``fmt`` for an exported folder (to ``out`` or the format's subfolder).
+    Returns where, and whether the folder's report.json and model card now list it (folders of a run)."""
     if fmt not in SUBFOLDERS:
         raise RecipeError(f"export format {fmt!r}: choose one of {sorted(SUBFOLDERS)}")
     out = out or os.path.join(folder, SUBFOLDERS[fmt])
@@ -101,8 +107,30 @@ def export_folder(folder: str, fmt: str, out: str | None = None, gguf_type: str 
 
         archs = AutoConfig.from_pretrained(folder).architectures or []
         check_task("sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "")
-    _write(fmt, folder, out, gguf_type)
-    return out
+    result = _write(fmt, folder, out, gguf_type)
+    inside = os.path.abspath(out) == os.path.abspath(os.path.join(folder, SUBFOLDERS[fmt]))
+    return out, inside and _add_to_card(folder, _entries(folder, fmt, result))
+
+
+def _add_to_card(folder: str, entries: dict[str, dict[str, Any]]) -> bool:
+    """A folder written by an hf_lite run (report.json + recipe.yaml): list the new format in its report
+    and rewrite its model card, so the card says how to run every format the folder holds. True if done."""
+    report_path, recipe_path = (os.path.join(folder, f) for f in ("report.json", "recipe.yaml"))
+    if not (os.path.isfile(report_path) and os.path.isfile(recipe_path)):
+        return False
+    import json
+
+    from ..card import card_name, write_model_card
+    from ..core.recipe import load_recipe
+    from ..export import write_json
+
+    with open(report_path) as f:
+        report = json.load(f)
+    report["formats"] = {**(report.get("formats") or {}), **entries}
+    recipe = load_recipe(recipe_path)
+    write_json(report_path, report)
+    write_model_card(folder, recipe, report, repo_id=card_name(recipe, folder))
+    return True
 
 
 #: the files whose bytes count as a format's size

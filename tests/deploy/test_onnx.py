@@ -93,6 +93,20 @@ def test_hf_lite_export_onnx_for_a_written_folder(tmp_path, tiny_bert_dir, capsy
     assert main(["export", folder, "--format", "onnx"]) == 2  # not over an existing one
 
 
+def test_hf_lite_export_of_a_finished_run_adds_the_format_to_its_card(tmp_path, tiny_bert_dir, tiny_tsv, capsys):
+    out = _run(tmp_path, tiny_bert_dir, tiny_tsv, "[]", formats="[safetensors]")
+    assert "## Other formats" not in (out / "README.md").read_text()
+    assert main(["export", str(out), "--format", "onnx"]) == 0
+    assert "added onnx to" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["formats"]["onnx_int8"]["path"] == "onnx/model_int8.onnx" and "safetensors" in report["formats"]
+    card = (out / "README.md").read_text()
+    assert "**ONNX**" in card and "## Metrics" in card  # the rest of the card is rewritten from the report
+    elsewhere = tmp_path / "elsewhere"  # written outside the folder: its card does not point there
+    assert main(["export", str(out), "--format", "onnx", "--out", str(elsewhere)]) == 0
+    assert json.loads((out / "report.json").read_text()) == report
+
+
 def test_sessions_keep_residual_adds_apart_from_layer_norms(tmp_path, tiny_bert_dir):
     """onnxruntime's SkipLayerNormalization is slower on CPU than Add + LayerNormalization: the export leaves
     them apart, and :func:`session` keeps onnxruntime from fusing them at load (it ignores unknown optimizer
