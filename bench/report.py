@@ -35,6 +35,8 @@ SST2_LABELS = {
     "apart, lr rewound after each, Fisher of 64 gradients, KD only",
     "obs80_rewind_8ep": "as above, 60% to 80%",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
+    "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
+    "gmp90_rewind_8ep_seed1": "GMP 90% on oBERT's layout, seed 1 (kept: vs dense seed 1)",
     "dense_full_train": "dense fine-tune on all 60,614 training rows",
     "dense_seed1": "dense fine-tune, seed 1",
     "lora_r8_seed1": "LoRA r=8, seed 1 (kept: vs dense seed 1)",
@@ -98,6 +100,8 @@ SST2_STUDIES = {
     "obs90_rewind_8ep",
     "obs80_rewind_8ep",
     "gmp90_rewind_8ep",
+    "obs90_rewind_8ep_seed1",
+    "gmp90_rewind_8ep_seed1",
     "dense_full_train",
     "gmp80_full_train",
     "dense_seed1",
@@ -599,12 +603,15 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             "8-epoch recipe": (load(f"sst2_obs{n}_hidden_kd_8ep") or {}).get("recovery"),
             "8 epochs, oBERT's layout": (load(f"sst2_obs{n}_rewind_8ep") or {}).get("recovery"),
         }
+        texts = [f"1-epoch curve {pct(rec)}"] + [f"{k} {100 * v:.2f}%" for k, v in long.items() if v is not None]
+        other = (load(f"sst2_obs{n}_rewind_8ep_seed1") or {}).get("recovery")
+        if other is not None and long["8 epochs, oBERT's layout"] is not None:
+            # as for GMP 80%: a recipe run at two seeds meets the goal only if both do
+            texts.append(f"seed 1 of the layout {100 * other:.2f}%")
+            long["8 epochs, oBERT's layout"] = min(long["8 epochs, oBERT's layout"], other)
         found = [r for r in (rec, *long.values()) if r is not None]
         if found:  # judged on the best of the curve and the 8-epoch runs
-            text = "; ".join(
-                [f"1-epoch curve {pct(rec)}"] + [f"{k} {100 * v:.2f}%" for k, v in long.items() if v is not None]
-            )
-            goals.append(judge(key, text, recovery=max(found)))
+            goals.append(judge(key, "; ".join(texts), recovery=max(found)))
     high = sorted({r["sparsity"] for r in rows if r["method"] == "obs" and r["sparsity"] >= 0.8})
     if high:
         margin = min((mean("obs", sp, "accuracy") or 0) - (mean(m, sp, "accuracy") or 0)
