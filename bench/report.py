@@ -34,6 +34,7 @@ SST2_LABELS = {
     "obs90_rewind_8ep": "OBS 90%, oBERT's layout in the same 8 epochs: 70% at step 64, then 6 steps to 90% 242 "
     "apart, lr rewound after each, Fisher of 64 gradients, KD only",
     "obs80_rewind_8ep": "as above, 60% to 80%",
+    "obs90_rewind_16ep": "OBS 90% on oBERT's layout over 16 epochs (pruning steps 484 apart)",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
     "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep_seed1": "GMP 90% on oBERT's layout, seed 1 (kept: vs dense seed 1)",
@@ -99,6 +100,7 @@ SST2_STUDIES = {
     "obs80_hidden_kd_8ep",
     "obs90_rewind_8ep",
     "obs80_rewind_8ep",
+    "obs90_rewind_16ep",
     "gmp90_rewind_8ep",
     "obs90_rewind_8ep_seed1",
     "gmp90_rewind_8ep_seed1",
@@ -602,6 +604,7 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         long = {
             "8-epoch recipe": (load(f"sst2_obs{n}_hidden_kd_8ep") or {}).get("recovery"),
             "8 epochs, oBERT's layout": (load(f"sst2_obs{n}_rewind_8ep") or {}).get("recovery"),
+            "16 epochs, oBERT's layout": (load(f"sst2_obs{n}_rewind_16ep") or {}).get("recovery"),
         }
         texts = [f"1-epoch curve {pct(rec)}"] + [f"{k} {100 * v:.2f}%" for k, v in long.items() if v is not None]
         other = (load(f"sst2_obs{n}_rewind_8ep_seed1") or {}).get("recovery")

@@ -221,6 +221,13 @@ def section_obs_rewind() -> None:
 
 
 @section()
+def section_obs_rewind_16ep() -> None:
+    """OBS 90% on oBERT's layout over 16 epochs instead of 8 (the paper's recipes use 30): the same jump to
+    70% and six pruning steps, 484 apart, each with its learning-rate rewind."""
+    rows("obs90_rewind_16ep", skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
