@@ -99,9 +99,10 @@ def machine() -> dict:
 
 def commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
     except OSError:
-        return "unknown"
+        head = ""
+    return head or "unknown"  # a copy without .git: run benches from a clone to keep the commit
 
 
 COMMIT = commit()  # the code this process runs, even if the checkout moves on while it runs
