@@ -107,30 +107,42 @@ def export_folder(folder: str, fmt: str, out: str | None = None, gguf_type: str 
 
         archs = AutoConfig.from_pretrained(folder).architectures or []
         check_task("sequence-classification" if any(a.endswith("ForSequenceClassification") for a in archs) else "")
-    result = _write(fmt, folder, out, gguf_type)
     inside = os.path.abspath(out) == os.path.abspath(os.path.join(folder, SUBFOLDERS[fmt]))
-    return out, inside and _add_to_card(folder, _entries(folder, fmt, result))
+    run = _run_record(folder) if inside else None  # read first: a broken record stops before writing
+    result = _write(fmt, folder, out, gguf_type)
+    if run is None:
+        return out, False
+    report, recipe = run
+    report["formats"] = {**(report.get("formats") or {}), **_entries(folder, fmt, result)}
+    _add_to_card(folder, report, recipe)
+    return out, True
 
 
-def _add_to_card(folder: str, entries: dict[str, dict[str, Any]]) -> bool:
-    """A folder written by an hf_lite run (report.json + recipe.yaml): list the new format in its report
-    and rewrite its model card, so the card says how to run every format the folder holds. True if done."""
+def _run_record(folder: str):
+    """(report, recipe) of a folder written by an hf_lite run (report.json + recipe.yaml), else None."""
     report_path, recipe_path = (os.path.join(folder, f) for f in ("report.json", "recipe.yaml"))
     if not (os.path.isfile(report_path) and os.path.isfile(recipe_path)):
-        return False
+        return None
     import json
 
-    from ..card import card_name, write_model_card
     from ..core.recipe import load_recipe
+
+    try:
+        with open(report_path) as f:
+            report = json.load(f)
+    except ValueError as e:
+        raise RecipeError(f"{report_path} is not valid JSON ({e}); remove it or give --out") from None
+    return report, load_recipe(recipe_path)
+
+
+def _add_to_card(folder: str, report: dict[str, Any], recipe) -> None:
+    """Write the run's updated report and rewrite its model card from it, so the card says how to run
+    every format the folder holds."""
+    from ..card import card_name, write_model_card
     from ..export import write_json
 
-    with open(report_path) as f:
-        report = json.load(f)
-    report["formats"] = {**(report.get("formats") or {}), **entries}
-    recipe = load_recipe(recipe_path)
-    write_json(report_path, report)
+    write_json(os.path.join(folder, "report.json"), report)
     write_model_card(folder, recipe, report, repo_id=card_name(recipe, folder))
-    return True
 
 
 #: the files whose bytes count as a format's size

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -105,6 +106,11 @@ def test_hf_lite_export_of_a_finished_run_adds_the_format_to_its_card(tmp_path, 
     elsewhere = tmp_path / "elsewhere"  # written outside the folder: its card does not point there
     assert main(["export", str(out), "--format", "onnx", "--out", str(elsewhere)]) == 0
     assert json.loads((out / "report.json").read_text()) == report
+    # a broken run record is refused before anything is written
+    (out / "report.json").write_text("{not json")
+    shutil.rmtree(out / "onnx")
+    assert main(["export", str(out), "--format", "onnx"]) == 2
+    assert not (out / "onnx").exists()
 
 
 def test_sessions_keep_residual_adds_apart_from_layer_norms(tmp_path, tiny_bert_dir):
