@@ -228,6 +228,13 @@ def section_obs_rewind_16ep() -> None:
 
 
 @section()
+def section_obs_rewind_fisher128() -> None:
+    """OBS 90% on oBERT's layout with a Fisher from 128 gradients instead of 64 (the paper used 1,024 on
+    BERT-base): the first pruning step once 128 gradients are in, the next six 234 steps apart."""
+    rows("obs90_rewind_8ep_g128", skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
