@@ -2,7 +2,8 @@
 
 The loss near the current weights is modelled by the empirical Fisher of recent gradients, per block
 of ``block_size`` consecutive weights (row-major): ``F = damp * I + (1/m) sum_i g_i g_i^T``. Its inverse
-is built with the Woodbury identity (m x m systems for m gradients). A weight's saliency, the loss
+is built with the Woodbury identity (m x m systems for m gradients) while m is below the block size,
+and directly (B x B systems) from there on. A weight's saliency, the loss
 increase from zeroing it alone, is ``w_q^2 / (2 [F^-1]_qq)``; the weights with the lowest saliency are
 pruned on the usual schedules, and the survivors of each block get the OBS update that zeroes the
 pruned set ``Q`` at the least loss increase: ``dw = -F^-1[:, Q] (F^-1[Q, Q])^-1 w_Q``. With m gradients
@@ -42,22 +43,35 @@ def _woodbury_terms(grads: torch.Tensor, damp: float) -> tuple[torch.Tensor, tor
     return g, torch.cholesky_solve(g, torch.linalg.cholesky(k))
 
 
+def _direct_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
+    """(blocks, B, B) inverse of ``damp * I + (1/m) G^T G``, formed and inverted directly (B x B systems)."""
+    g = grads.double().transpose(0, 1)  # (blocks, m, B)
+    m, size = g.shape[1], g.shape[2]
+    fisher = damp * torch.eye(size, dtype=torch.float64, device=g.device) + g.transpose(1, 2) @ g / m
+    return torch.cholesky_inverse(torch.linalg.cholesky(fisher))
+
+
 def fisher_inverse(grads: torch.Tensor, damp: float) -> torch.Tensor:
     """(blocks, B, B) inverse of ``damp * I + (1/m) sum_i g_i g_i^T`` for ``grads`` of shape (m, blocks, B),
-    in float64, by the Woodbury identity: ``(I - G^T (m damp I + G G^T)^-1 G) / damp``. With m below the
-    block size this solves m x m systems only."""
+    in float64. With m below the block size it uses the Woodbury identity,
+    ``(I - G^T (m damp I + G G^T)^-1 G) / damp`` (m x m systems); from m = B on, B x B systems are the
+    smaller ones and the Fisher is inverted directly."""
     m, blocks, size = grads.shape
     eye = torch.eye(size, dtype=torch.float64, device=grads.device).expand(blocks, size, size)
     if m == 0:
         return eye / damp
+    if m >= size:
+        return _direct_inverse(grads, damp)
     g, y = _woodbury_terms(grads, damp)
     return (eye - g.transpose(1, 2) @ y) / damp
 
 
 def fisher_inverse_diagonal(grads: torch.Tensor, damp: float, blocks: int, size: int) -> torch.Tensor:
-    """The diagonal of :func:`fisher_inverse` (blocks, B), without forming the B x B matrices."""
+    """The diagonal of :func:`fisher_inverse` (blocks, B); below m = B without forming B x B matrices."""
     if grads.shape[0] == 0:
         return torch.full((blocks, size), 1.0 / damp, dtype=torch.float64, device=grads.device)
+    if grads.shape[0] >= size:
+        return torch.diagonal(_direct_inverse(grads, damp), dim1=-2, dim2=-1)
     g, y = _woodbury_terms(grads, damp)
     return (1.0 - (g * y).sum(1)) / damp
 
