@@ -640,7 +640,8 @@ SAMSUM_ROWS = (
     ("wanda50_kd_3ep", "as above, 3 epochs at lr 1e-4"),
     ("sparsegpt24_kd", "SparseGPT 2:4 + KD recovery (`samsum_sparsegpt24_kd.yaml`)"),
     ("gptq_int4_g32_kd", "GPTQ int4 g32 + scales/KD recovery (`samsum_gptq_int4_kd.yaml`)"),
-    ("student15_kd", "15-of-30-layer student, KD (`samsum_student15_kd.yaml`)"),
+    ("student15_kd_block", "15-of-30-layer student: the first 6 and last 9 blocks, KD (`samsum_student15_kd.yaml`)"),
+    ("student15_kd", "as above, every other block"),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 
@@ -689,10 +690,12 @@ def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         if kept:  # the best recipe, each shown
             text = "; ".join(f"{k} {pct(v)}" for k, v in kept.items()) if len(kept) > 1 else pct(max(kept.values()))
             goals.append(judge(goal, text, keep=max(kept.values())))
-    if "student15_kd" in rows:
-        keep = rows["student15_kd"]["after"]["rougeL"] / ref
+    students = {k: rows[k]["after"]["rougeL"] / ref for k in ("student15_kd_block", "student15_kd") if k in rows}
+    if students:  # the same 15-block architecture, so the same speed: judged on the better one
+        keep = max(students.values())
         speed = (rows.get("speed") or {}).get("student_speedup")
-        text = f"{pct(keep)}, {speed:.2f}x" if speed else f"{pct(keep)}, speed not measured"
+        text = "; ".join(f"{k} {pct(v)}" for k, v in students.items()) if len(students) > 1 else pct(keep)
+        text += f", {speed:.2f}x" if speed else ", speed not measured"
         goals.append(judge("samsum_student", text, keep=keep, speedup=speed))
     return goals
 
@@ -1058,7 +1061,10 @@ def main() -> None:
         parts += ["## Plots", ""] + [f"![{m}](plots/{m})" for m in made] + [""]
     with open(os.path.join(HERE, "RESULTS.md"), "w") as f:
         f.write("\n".join(parts))
-    print(f"wrote {os.path.join(HERE, 'RESULTS.md')} and {len(made)} plot(s)")
+    # the docs site's copy, so it never falls behind (docs/plots links to bench/plots)
+    with open(os.path.join(os.path.dirname(HERE), "docs", "results.md"), "w") as f:
+        f.write("\n".join(parts))
+    print(f"wrote {os.path.join(HERE, 'RESULTS.md')}, docs/results.md and {len(made)} plot(s)")
     readme = open(os.path.join(os.path.dirname(HERE), "README.md"), encoding="utf-8").read()
     if summary_table() not in readme:  # README is written by hand; a test holds it to this table
         print("README.md's results table differs from the summary in RESULTS.md: copy it over")

@@ -91,3 +91,12 @@ def test_readme_results_table_is_the_summary_of_the_committed_results():
     assert table, "bench/results lost the rows of the summary table"
     readme = open(os.path.join(os.path.dirname(os.path.dirname(REPORT)), "README.md"), encoding="utf-8").read()
     assert table in readme, "README.md's results table differs from bench/report.py summary_table(); copy it"
+
+
+def test_docs_results_page_is_bench_results():
+    """The docs site's results page is the file bench/report.py writes next to RESULTS.md, not a copy
+    that can fall behind."""
+    bench = os.path.dirname(REPORT)
+    with open(os.path.join(bench, "RESULTS.md"), encoding="utf-8") as a:
+        with open(os.path.join(os.path.dirname(bench), "docs", "results.md"), encoding="utf-8") as b:
+            assert a.read() == b.read(), "docs/results.md differs from bench/RESULTS.md: run python bench/report.py"

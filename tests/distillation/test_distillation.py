@@ -5,7 +5,7 @@ import torch
 from conftest import lite, tiny_bert, tiny_llama
 
 from hf_lite import RecipeError
-from hf_lite.distillation import soft_loss, student_from_teacher
+from hf_lite.distillation import rank_contiguous_cuts, soft_loss, student_from_teacher
 from hf_lite.distillation.modifier import PROJ_ATTR
 
 
@@ -78,6 +78,20 @@ def test_student_from_teacher_layers(tmp_path):
     llama.generate(torch.tensor([[3, 4]]), max_new_tokens=3, do_sample=False)  # KV cache indices line up
     with pytest.raises(RecipeError, match="distinct indices"):
         student_from_teacher(teacher, [0, 7])
+
+
+def test_rank_contiguous_cuts_scores_every_cut_by_its_loss():
+    teacher = tiny_llama(layers=5)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [8, 7, 6, 5, 4, 3]])
+    batches = [{"input_ids": ids, "labels": ids}]
+    ranked = rank_contiguous_cuts(teacher, batches, keep=3)
+    assert sorted(layers for layers, _ in ranked) == sorted([[2, 3, 4], [0, 3, 4], [0, 1, 4], [0, 1, 2]])
+    assert [loss for _, loss in ranked] == sorted(loss for _, loss in ranked)
+    layers, loss = ranked[0]
+    with torch.no_grad():
+        assert loss == pytest.approx(float(student_from_teacher(teacher, layers)(**batches[0]).loss))
+    with pytest.raises(RecipeError, match="keep=5"):
+        rank_contiguous_cuts(teacher, batches, keep=5)
 
 
 def test_missing_teacher_and_mismatched_vocab(tmp_path, tiny_dataset):
