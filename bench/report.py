@@ -607,6 +607,7 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             "8-epoch recipe": (load(f"sst2_obs{n}_hidden_kd_8ep") or {}).get("recovery"),
             "8 epochs, oBERT's layout": (load(f"sst2_obs{n}_rewind_8ep") or {}).get("recovery"),
             "16 epochs, oBERT's layout": (load(f"sst2_obs{n}_rewind_16ep") or {}).get("recovery"),
+            "the layout with a Fisher of 128": (load(f"sst2_obs{n}_rewind_8ep_g128") or {}).get("recovery"),
         }
         texts = [f"1-epoch curve {pct(rec)}"] + [f"{k} {100 * v:.2f}%" for k, v in long.items() if v is not None]
         other = (load(f"sst2_obs{n}_rewind_8ep_seed1") or {}).get("recovery")
