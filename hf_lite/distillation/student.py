@@ -44,10 +44,11 @@ def build_student_folder(
 
 def rank_contiguous_cuts(teacher: nn.Module, batches, keep: int) -> list[tuple[list[int], float]]:
     """Every student of ``keep`` blocks that leaves out one contiguous run of the teacher's blocks,
-    ranked by its loss over the labelled positions of ``batches`` (dicts a model takes, with
-    ``labels``; -100 marks positions without a label) before any training, lowest first: ``[(layers, loss), ...]``. Pass the first entry's layers to ``init_from_teacher``.
-    Which blocks matter is the model's own: on the SAMSum SFT of SmolLM2-135M the best cut of 15 of 30
-    blocks leaves the first 6 and the last 9 (docs/generation.md)."""
+    ranked by its loss over the labelled positions of ``batches`` (dicts a model takes, with ``labels``;
+    -100 marks positions without a label) before any training, lowest first: ``[(layers, loss), ...]``.
+    Pass the first entry's layers to ``init_from_teacher``. Which blocks matter is the model's own: on
+    the SAMSum SFT of SmolLM2-135M the best cut of 15 of 30 blocks keeps the first 6 and the last 9
+    (docs/generation.md)."""
     import torch
 
     n = teacher.config.num_hidden_layers
