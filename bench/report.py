@@ -35,7 +35,9 @@ SST2_LABELS = {
     "apart, lr rewound after each, Fisher of 64 gradients, KD only",
     "obs80_rewind_8ep": "as above, 60% to 80%",
     "obs90_rewind_16ep": "OBS 90% on oBERT's layout over 16 epochs (pruning steps 484 apart)",
-    "obs90_rewind_8ep_g128": "OBS 90% on oBERT's layout, Fisher from 128 gradients (first step at 128, 234 apart)",
+    "obs90_rewind_8ep_g128": "OBS 90% on oBERT's layout, Fisher from 128 gradients (first step at 128, 234 apart; "
+    "`recipes/obs_90_kd_obert.yaml`; trained while another bench shared the CPU)",
+    "obs90_rewind_8ep_g128_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1), the CPU to itself",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
     "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep_seed1": "GMP 90% on oBERT's layout, seed 1 (kept: vs dense seed 1)",
@@ -103,6 +105,7 @@ SST2_STUDIES = {
     "obs80_rewind_8ep",
     "obs90_rewind_16ep",
     "obs90_rewind_8ep_g128",
+    "obs90_rewind_8ep_g128_seed1",
     "gmp90_rewind_8ep",
     "obs90_rewind_8ep_seed1",
     "gmp90_rewind_8ep_seed1",
