@@ -55,8 +55,8 @@ def rank_contiguous_cuts(teacher: nn.Module, batches, keep: int) -> list[tuple[l
     if not 0 < keep < n:
         raise RecipeError(f"keep={keep}: a student keeps between 1 and {n - 1} of the teacher's {n} blocks")
     batches = list(batches)
-    if not batches:
-        raise RecipeError("rank_contiguous_cuts needs at least one batch with labels")
+    if not batches or any("labels" not in b for b in batches):
+        raise RecipeError("rank_contiguous_cuts needs batches with labels (the loss ranks the cuts): add them")
     device = next(teacher.parameters()).device
     ranked = []
     for start in range(keep + 1):  # keep `start` first blocks and `keep - start` last ones

@@ -92,6 +92,8 @@ def test_rank_contiguous_cuts_scores_every_cut_by_its_loss():
         assert loss == pytest.approx(float(student_from_teacher(teacher, layers)(**batches[0]).loss))
     with pytest.raises(RecipeError, match="keep=5"):
         rank_contiguous_cuts(teacher, batches, keep=5)
+    with pytest.raises(RecipeError, match="needs batches with labels"):
+        rank_contiguous_cuts(teacher, [{"input_ids": ids}], keep=3)
 
 
 def test_missing_teacher_and_mismatched_vocab(tmp_path, tiny_dataset):
