@@ -36,6 +36,12 @@ def test_sst2_rows_are_recipes():
     recipe, _ = sst2_recipe("obs90_hidden_kd_8ep")
     assert recipe["modifiers"][0]["type"] == "obs_pruning" and recipe["training"]["num_train_epochs"] == 8
     assert sst2_recipe("gmp90_hidden_kd_8ep")[0]["modifiers"][0]["final_sparsity"] == 0.9
+    # ... and its lr schedule: the Fisher-of-128 row is recipes/obs_90_kd_obert.yaml, not a copy of it
+    from bench.common import recipe_yaml
+
+    user, (row, _) = recipe_yaml("obs_90_kd_obert.yaml"), sst2_recipe("obs90_rewind_8ep_g128")
+    assert row["modifiers"] == user["modifiers"]
+    assert {k: row["training"][k] for k in user["training"]} == user["training"]
     for mods in config("sst2")["formats"].values():
         parse_modifiers(mods)
 

@@ -36,15 +36,19 @@ def fill(recipe: dict, dense: str) -> dict:
     return replace_in_strings(recipe, "{dense}", dense)
 
 
+#: what a row's ``recipe: <file>`` takes from the file's ``training`` (with its modifiers)
+RECIPE_TRAINING = ("learning_rate", "num_train_epochs", "warmup_steps", "lr_scheduler_type", "lr_scheduler_kwargs")
+
+
 def sst2_recipe(name: str, seed: int = 0) -> tuple[dict, str | None]:
     """The recipe of config row ``name`` at ``seed`` (``{dense}`` left in place) and its reference row."""
     cfg = config("sst2")
     row = dict(cfg["rows"][name])
     reference = row.pop("reference", None if name == "dense" else "dense")
     recipe = cfg["base"]
-    if "recipe" in row:  # modifiers, learning rate and epochs of a recipe users run
+    if "recipe" in row:  # the modifiers and schedule (RECIPE_TRAINING) of a recipe users run
         user = recipe_yaml(row.pop("recipe"))
-        training = {k: user["training"][k] for k in ("learning_rate", "num_train_epochs")}
+        training = {k: v for k, v in user["training"].items() if k in RECIPE_TRAINING}
         recipe = merged(recipe, {"modifiers": user["modifiers"], "training": training})
     recipe = merged(recipe, row)
     recipe["training"]["seed"] = seed
