@@ -726,8 +726,17 @@ def deploy_ct_table() -> str:
     return "\n".join(lines)
 
 
-def deploy_onnx_table() -> str:
-    data = load("deploy_onnx") or {}
+#: the ONNX section's results: this machine's run, then an earlier run on another CPU (kept, not re-run)
+ONNX_RUNS = ("deploy_onnx", "deploy_onnx_amd_epyc")
+
+
+def cpu_of(data: dict) -> str:
+    m = data.get("machine") or {}
+    return f"{m.get('cpu', '?')}, int8 dot products: {', '.join(m.get('int8_dot_product') or ['none'])}"
+
+
+def deploy_onnx_table(name: str = "deploy_onnx") -> str:
+    data = load(name) or {}
     rows = data.get("rows") or {}
     if not rows:
         return ""
@@ -790,10 +799,19 @@ def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             judge("gguf_int4_ppl", f"{q4['ppl']:.2f} vs {gg['gptq_fp32_transformers']['ppl']:.2f}",
                   ratio=q4["ppl_vs_our_export"]),
         ]  # fmt: skip
-    onnx_rows = (load("deploy_onnx") or {}).get("rows") or {}
-    for name, r in onnx_rows.items():
+
+    def onnx_text(r: dict) -> str:
+        sp = r["speedup_vs_torch_fp32"]
+        return f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(r['accuracy_vs_dense_torch']['ort_int8'])}"
+
+    # judged on this machine's run; an earlier run on another CPU is stated next to it
+    current, earlier = (load(n) or {} for n in ONNX_RUNS)
+    for name, r in (current.get("rows") or {}).items():
         sp, keep = r["speedup_vs_torch_fp32"], r["accuracy_vs_dense_torch"]["ort_int8"]
-        text = f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(keep)}"
+        text = f"{(current.get('machine') or {}).get('cpu', '?')}: {onnx_text(r)}"
+        old = (earlier.get("rows") or {}).get(name)
+        if old:
+            text += f" ({(earlier.get('machine') or {}).get('cpu', '?')}: {onnx_text(old)})"
         speed = min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"])
         goals.append(judge("onnx_int8", text, name, speedup=speed, keep=keep))
     rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
@@ -1035,14 +1053,16 @@ def main() -> None:
             deploy_gguf_table(),
             "",
         ]
-    if deploy_onnx_table():
+    for i, name in enumerate(n for n in ONNX_RUNS if deploy_onnx_table(n)):
         parts += [
-            "## ONNX export of SST-2 classifiers (`make bench SECTION=deploy_onnx`; speed-ups against torch fp32, "
-            "interleaved, 2 threads)",
+            ("## ONNX export of SST-2 classifiers (`make bench SECTION=deploy_onnx`; speed-ups against torch fp32, "
+             "interleaved, 2 threads)" if i == 0 else f"Earlier run of the same section on another CPU (`{name}.json`):"),
             "",
-            deploy_onnx_table(),
+            f"CPU: {cpu_of(load(name))}.",
             "",
-        ]
+            deploy_onnx_table(name),
+            "",
+        ]  # fmt: skip
     if deploy_ct_table():
         parts += [
             "## compressed-tensors export (`make bench SECTION=deploy_ct`; SmolLM2-135M GPTQ int4, reloaded "

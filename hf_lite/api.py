@@ -23,18 +23,21 @@ logger = logging.getLogger(__name__)
 SAMPLE_PROMPT = "The history of the city begins"
 
 
-def prepare_model(model: nn.Module, recipe: Any) -> tuple[nn.Module, CompressionSession]:
+def prepare_model(
+    model: nn.Module, recipe: Any, train_dataset: Any = None, data_collator: Any = None
+) -> tuple[nn.Module, CompressionSession]:
     """Initialize a recipe's modifiers on ``model`` before ``Trainer(...)`` is built.
 
     Returns the (possibly wrapped or shrunk) model and the session to hand to
     ``CompressionCallback(session=session)``. Needed for modifiers that replace the model object (LoRA,
     ``model.init_from_teacher``) when you keep your own ``Trainer``; the Lite trainers do this for you.
+    ``train_dataset`` and ``data_collator``: the rows ``init_from_teacher: {keep: N}`` ranks the cuts on.
     """
     from .trainer import apply_model_section
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     session = CompressionSession(recipe.build_modifiers())
-    model = apply_model_section(model, recipe, "prepare_model")
+    model = apply_model_section(model, recipe, "prepare_model", train_dataset, data_collator)
     return session.initialize(model), session
 
 
@@ -152,18 +155,20 @@ def _trains(recipe: Recipe) -> bool:
     return steps > 0 or (steps == -1 and epochs > 0)
 
 
-def _build_model(recipe: Recipe, labels=None):
-    """The model of the recipe; a classifier gets the classes found in the data (``labels``)."""
+def _build_model(recipe: Recipe, labels=None, train_ds=None, collator=None) -> tuple[nn.Module, list[int] | None]:
+    """The model of the recipe, and the teacher blocks a student keeps (``model.init_from_teacher``; with
+    ``keep`` they are ranked on the first rows of ``train_ds``). A classifier gets the classes found in
+    the data (``labels``)."""
     from .models import load_model
 
     m = recipe.model
     overrides = labels.config() if labels is not None and m.task == "sequence-classification" else {}
     model = load_model(m.name_or_path, m.head, dtype=m.dtype, **overrides)
-    if m.init_from_teacher:
-        from .distillation.student import student_from_teacher
+    if not m.init_from_teacher:
+        return model, None
+    from .distillation.student import student_from_spec
 
-        model = student_from_teacher(model, m.init_from_teacher["layers"])
-    return model
+    return student_from_spec(model, m.init_from_teacher, train_ds, collator)
 
 
 class _Run:
@@ -191,6 +196,7 @@ class _Run:
         self.timings: dict[str, float] = {}
         self.metrics: dict[str, dict[str, float]] = {}
         self.resume_from: str | None = None
+        self.student_layers: list[int] | None = None
         self.display = card_name(recipe, out)  # a published card names no local folders
 
     def timed(self, key: str, fn, *args):
@@ -231,7 +237,9 @@ class _Run:
             self.train_ds = tokenize_classification(train, d, self.tokenizer, labels, "train")
             self.eval_ds = tokenize_classification(eval_, d, self.tokenizer, labels, "eval")
         self.labels = labels
-        model = _build_model(self.recipe, labels)
+        # a chat batch pads its labels with -100 (the collator an encoder-decoder gets needs the model)
+        ranking = DataCollatorForSeq2Seq(self.tokenizer) if self.generative else collator
+        model, self.student_layers = _build_model(self.recipe, labels, self.train_ds, ranking)
         if getattr(model.config, "pad_token_id", None) is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
         if self.generative:  # labels padded with -100; an encoder-decoder's decoder inputs made from them
@@ -346,6 +354,8 @@ class _Run:
         }
         if self.labels is not None and self.labels.names is not None:
             report["labels"] = self.labels.names
+        if self.student_layers is not None:  # the teacher's blocks the student kept (chosen, with `keep`)
+            report["student_layers"] = self.student_layers
         if is_main():
             report["formats"] = session.formats_written
             if "onnx" in session.formats_written and self.eval_ds is not None:

@@ -119,7 +119,9 @@ class LiteTrainerMixin:
         self.recipe = parsed
         self.session = CompressionSession(parsed.build_modifiers() if parsed else [])
         if parsed is not None and model is not None and not pipeline:
-            model = apply_model_section(model, parsed, type(self).__name__)
+            model = apply_model_section(
+                model, parsed, type(self).__name__, kwargs.get("train_dataset"), self._ranking_collator(kwargs)
+            )
         teacher_model = self._resolve_teacher(parsed, model, teacher_model)
         self.teacher = teacher_model
         self.session.ctx.teacher = teacher_model
@@ -151,6 +153,16 @@ class LiteTrainerMixin:
         # looked up once, not per step
         self._teacher_modifier = self.session.teacher_modifier
         self._task_weight = self.session.task_loss_weight
+
+    @staticmethod
+    def _ranking_collator(kwargs: dict) -> Any:
+        """The collator the Trainer will batch with (its own default when none is passed)."""
+        from transformers import DataCollatorWithPadding, PreTrainedTokenizerBase, default_data_collator
+
+        if kwargs.get("data_collator") is not None:
+            return kwargs["data_collator"]
+        tok = kwargs.get("processing_class")
+        return DataCollatorWithPadding(tok) if isinstance(tok, PreTrainedTokenizerBase) else default_data_collator
 
     def _resolve_teacher(self, recipe: Recipe | None, model: nn.Module | None, teacher: nn.Module | None):
         wanted = self.session.teacher_modifier is not None
@@ -254,16 +266,17 @@ SCRIPT_OWNED = {
 }
 
 
-def apply_model_section(model: nn.Module, recipe: Recipe, where: str) -> nn.Module:
+def apply_model_section(
+    model: nn.Module, recipe: Recipe, where: str, train_dataset: Any = None, data_collator: Any = None
+) -> nn.Module:
     """What a trainer in a user's script does with a full recipe's ``model``/``data``/``training``/
-    ``export`` sections: ``model.init_from_teacher`` builds the student from the model passed in; every
-    other key is named in one warning (the script's own objects win)."""
+    ``export`` sections: ``model.init_from_teacher`` builds the student from the model passed in (a
+    ``keep: N`` cut ranked on the first rows of ``train_dataset``); every other key is named in one
+    warning (the script's own objects win)."""
     if recipe.model.init_from_teacher:
-        from .distillation.student import student_from_teacher
+        from .distillation.student import student_from_spec
 
-        layers = recipe.model.init_from_teacher["layers"]
-        logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of the model passed in", layers)
-        model = student_from_teacher(model, layers)
+        model, _ = student_from_spec(model, recipe.model.init_from_teacher, train_dataset, data_collator)
     ignored = []
     for section, (instead, used) in SCRIPT_OWNED.items():
         keys = recipe.raw.get(section) or {}

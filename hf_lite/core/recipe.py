@@ -50,7 +50,9 @@ class ModelSettings(Settings):
     num_labels: int | None = None
     #: ``regression`` trains one float output (``num_labels: 1``); null: classification
     problem_type: Literal["regression"] | None = None
-    #: build a shallower student from this model: ``{layers: [0, 2, 4]}`` keeps those blocks
+    #: build a shallower student from this model: ``{layers: [0, 2, 4]}`` keeps those blocks;
+    #: ``{keep: 15}`` keeps 15 blocks, choosing the cut that leaves out one contiguous run of blocks with
+    #: the lowest loss on the first ``rank_rows`` (default 16) training rows before training
     init_from_teacher: dict | None = None
     #: load weights in this dtype (float32 for CPU training)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -65,14 +67,25 @@ class ModelSettings(Settings):
         if self.problem_type == "regression" and self.num_labels not in (None, 1):
             self.fail("num_labels", "a regression has one output; remove num_labels or set it to 1")
         if self.init_from_teacher is not None:
-            layers = self.init_from_teacher.get("layers")
-            if (
-                set(self.init_from_teacher) != {"layers"}
-                or not isinstance(layers, list)
-                or not layers
-                or not all(isinstance(i, int) and i >= 0 for i in layers)
-            ):
-                self.fail("init_from_teacher", "expected {layers: [non-negative ints, ...]}, e.g. {layers: [0, 2, 4]}")
+            spec = self.init_from_teacher
+            layers, keep, rows = spec.get("layers"), spec.get("keep"), spec.get("rank_rows", 16)
+
+            def positive(v) -> bool:
+                return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+            picked = (
+                set(spec) == {"layers"}
+                and isinstance(layers, list)
+                and bool(layers)
+                and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)
+            )
+            ranked = "keep" in spec and set(spec) <= {"keep", "rank_rows"} and positive(keep) and positive(rows)
+            if not (picked or ranked):
+                self.fail(
+                    "init_from_teacher",
+                    "expected {layers: [non-negative ints, ...]} (e.g. {layers: [0, 2, 4]}) or {keep: N} "
+                    "(optionally with rank_rows: M) to choose N blocks by their loss",
+                )
 
     @property
     def head(self) -> str:

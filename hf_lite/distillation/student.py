@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import inspect
+import logging
 
 from torch import nn
 
 from ..core.settings import RecipeError
 from ..core.targets import decoder_blocks, set_decoder_blocks
+
+logger = logging.getLogger(__name__)
 
 
 def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
@@ -71,3 +75,65 @@ def rank_contiguous_cuts(teacher: nn.Module, batches, keep: int) -> list[tuple[l
         ranked.append((layers, total / max(count, 1.0)))
         del student
     return sorted(ranked, key=lambda x: x[1])
+
+
+def student_from_spec(
+    teacher: nn.Module, spec: dict, dataset=None, collator=None, batch_size: int = 8
+) -> tuple[nn.Module, list[int]]:
+    """The student a recipe's ``model.init_from_teacher`` asks for, and the teacher blocks it keeps:
+    ``{layers: [...]}`` keeps those; ``{keep: N, rank_rows: M}`` keeps the best contiguous cut of N blocks
+    (:func:`rank_contiguous_cuts`), ranked on the first M rows of ``dataset`` (tokenized, with labels)
+    batched by ``collator``."""
+    if "layers" in spec:
+        layers = spec["layers"]
+    else:
+        layers = best_contiguous_cut(teacher, spec["keep"], dataset, collator, spec.get("rank_rows", 16), batch_size)
+    logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of %d", layers, teacher.config.num_hidden_layers)
+    return student_from_teacher(teacher, layers), layers
+
+
+def best_contiguous_cut(teacher: nn.Module, keep: int, dataset, collator, rows: int = 16, batch_size: int = 8):
+    """The layers of the best-ranked contiguous cut of ``keep`` blocks on the first ``rows`` of ``dataset``."""
+    if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise RecipeError(
+            "model.init_from_teacher.keep ranks the cuts on the first training rows: pass a train_dataset "
+            "(a datasets.Dataset or list), or give init_from_teacher: {layers: [...]}"
+        )
+    if collator is None:
+        from transformers import default_data_collator
+
+        collator = default_data_collator
+    # what the model's forward takes (the Trainer drops the other columns the same way)
+    accepted = set(inspect.signature(teacher.forward).parameters) | {"label", "label_ids"}
+    picked = [{k: v for k, v in dict(dataset[i]).items() if k in accepted} for i in range(min(rows, len(dataset)))]
+    if not picked or any("input_ids" not in r for r in picked):
+        raise RecipeError(
+            "model.init_from_teacher.keep ranks the cuts on tokenized training rows (input_ids and labels); "
+            "pass a tokenized train_dataset, or give init_from_teacher: {layers: [...]}"
+        )
+    batches = []
+    for i in range(0, len(picked), batch_size):
+        b = dict(collator(picked[i : i + batch_size]))
+        for old in ("label", "label_ids"):  # the collators' own renaming, for a plain default collator too
+            if old in b and "labels" not in b:
+                b["labels"] = b.pop(old)
+        batches.append(b)
+    ranked = rank_contiguous_cuts(teacher, batches, keep)
+    logger.info(
+        "hf_lite: model.init_from_teacher.keep=%d: loss before training on %d rows, best cuts first: %s",
+        keep,
+        len(picked),
+        "; ".join(f"blocks {runs(layers)}: {loss:.4g}" for layers, loss in ranked[:3]),
+    )
+    return ranked[0][0]
+
+
+def runs(layers: list[int]) -> str:
+    """``[0, 1, 2, 7, 8]`` -> ``"0-2, 7-8"``."""
+    parts, start = [], 0
+    for i in range(1, len(layers) + 1):
+        if i == len(layers) or layers[i] != layers[i - 1] + 1:
+            a, b = layers[start], layers[i - 1]
+            parts.append(f"{a}-{b}" if b > a else str(a))
+            start = i
+    return ", ".join(parts)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import lite, tiny_bert, tiny_llama
+from conftest import lite, make_tokenizer, tiny_bert, tiny_llama
 
 from hf_lite import RecipeError
 from hf_lite.distillation import rank_contiguous_cuts, soft_loss, student_from_teacher
@@ -94,6 +94,61 @@ def test_rank_contiguous_cuts_scores_every_cut_by_its_loss():
         rank_contiguous_cuts(teacher, batches, keep=5)
     with pytest.raises(RecipeError, match="needs batches with labels"):
         rank_contiguous_cuts(teacher, [{"input_ids": ids}], keep=3)
+
+
+def test_init_from_teacher_keep_builds_the_best_cut_in_a_script(tmp_path, tiny_dataset, caplog):
+    import logging
+
+    teacher = tiny_bert(layers=4)
+    recipe = {"model": {"init_from_teacher": {"keep": 2, "rank_rows": 8}}, "modifiers": []}
+    with caplog.at_level(logging.INFO, logger="hf_lite"):
+        trainer = lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(layers=4), train=False, max_steps=1)
+    rows = [dict(tiny_dataset[i]) for i in range(8)]
+    batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+    best = rank_contiguous_cuts(teacher, [batch], keep=2)[0][0]
+    student = trainer.model
+    assert student.config.num_hidden_layers == 2
+    for new, old in enumerate(best):  # the kept blocks are the teacher's best-ranked ones, in order
+        got = student.bert.encoder.layer[new].output.dense.weight
+        assert torch.equal(got, teacher.bert.encoder.layer[old].output.dense.weight)
+    assert "best cuts first" in caplog.text
+
+
+def test_init_from_teacher_keep_needs_tokenized_rows_and_valid_settings(tmp_path):
+    from hf_lite import load_recipe
+
+    recipe = {"model": {"init_from_teacher": {"keep": 1}}, "modifiers": []}
+    with pytest.raises(RecipeError, match="tokenized training rows"):
+        lite(tmp_path, [{"text": "good movie", "label": 1}], recipe, train=False, max_steps=1)
+    with pytest.raises(RecipeError, match="pass a train_dataset"):
+        lite(tmp_path, None, recipe, train=False, max_steps=1)
+    for bad in ({"keep": 0}, {"keep": True}, {"keep": 2, "layers": [0]}, {"keep": 2, "rank_rows": 0}, {"rows": 2}):
+        with pytest.raises(RecipeError, match="init_from_teacher"):
+            load_recipe({"model": {"init_from_teacher": bad}, "modifiers": []})
+
+
+def test_init_from_teacher_keep_through_hf_lite_run(tmp_path, tiny_tsv, caplog):
+    import json
+    import logging
+
+    from hf_lite.cli import main
+
+    folder = str(tmp_path / "teacher")
+    tiny_bert(layers=3).save_pretrained(folder)
+    make_tokenizer(folder)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(
+        f"model: {{name_or_path: {folder}, init_from_teacher: {{keep: 2}}}}\n"
+        f"data: {{train: {tiny_tsv}, eval: {tiny_tsv}, text_column: text, label_column: target, max_length: 16}}\n"
+        "training: {max_steps: 2, per_device_train_batch_size: 8}\n"
+        f"modifiers: []\nexport: {{output_dir: {tmp_path / 'out'}}}\n"
+    )
+    with caplog.at_level(logging.INFO, logger="hf_lite"):
+        assert main(["run", str(path)]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 2
+    layers = json.loads((tmp_path / "out" / "report.json").read_text())["student_layers"]
+    assert len(layers) == 2 and layers in ([0, 1], [0, 2], [1, 2])
+    assert "init_from_teacher.keep=2" in caplog.text
 
 
 def test_missing_teacher_and_mismatched_vocab(tmp_path, tiny_dataset):
