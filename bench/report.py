@@ -38,6 +38,8 @@ SST2_LABELS = {
     "obs90_rewind_8ep_g128": "OBS 90% on oBERT's layout, Fisher from 128 gradients (first step at 128, 234 apart; "
     "`recipes/obs_90_kd_obert.yaml`; trained while another bench shared the CPU)",
     "obs90_rewind_8ep_g128_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1), the CPU to itself",
+    "obs80_rewind_8ep_g128": "OBS 80% the same way (60% at step 128, then to 80%; Intel Xeon run)",
+    "obs80_rewind_8ep_g128_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
     "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep_seed1": "GMP 90% on oBERT's layout, seed 1 (kept: vs dense seed 1)",
@@ -106,6 +108,8 @@ SST2_STUDIES = {
     "obs90_rewind_16ep",
     "obs90_rewind_8ep_g128",
     "obs90_rewind_8ep_g128_seed1",
+    "obs80_rewind_8ep_g128",
+    "obs80_rewind_8ep_g128_seed1",
     "gmp90_rewind_8ep",
     "obs90_rewind_8ep_seed1",
     "gmp90_rewind_8ep_seed1",
@@ -804,16 +808,24 @@ def _deploy_goal_rows() -> list[tuple[str, str, str, bool | None]]:
         sp = r["speedup_vs_torch_fp32"]
         return f"b1 {sp['b1']['ort_int8']:.2f}x, b8 {sp['b8']['ort_int8']:.2f}x, {pct(r['accuracy_vs_dense_torch']['ort_int8'])}"
 
-    # judged on this machine's run; an earlier run on another CPU is stated next to it
+    # one goal ("a deployed int8 classifier"): judged on the fastest row of this machine's run that keeps
+    # 99% of dense; every row is stated, and an earlier run on another CPU next to it
     current, earlier = (load(n) or {} for n in ONNX_RUNS)
-    for name, r in (current.get("rows") or {}).items():
-        sp, keep = r["speedup_vs_torch_fp32"], r["accuracy_vs_dense_torch"]["ort_int8"]
-        text = f"{(current.get('machine') or {}).get('cpu', '?')}: {onnx_text(r)}"
-        old = (earlier.get("rows") or {}).get(name)
-        if old:
-            text += f" ({(earlier.get('machine') or {}).get('cpu', '?')}: {onnx_text(old)})"
-        speed = min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"])
-        goals.append(judge("onnx_int8", text, name, speedup=speed, keep=keep))
+    judged = []
+    for run in (current, earlier):
+        rows = run.get("rows") or {}
+        if rows:
+            cpu = (run.get("machine") or {}).get("cpu", "?")
+            judged.append(f"{cpu}: " + "; ".join(f"{name} {onnx_text(r)}" for name, r in rows.items()))
+    candidates = [
+        (min(sp["b1"]["ort_int8"], sp["b8"]["ort_int8"]), r["accuracy_vs_dense_torch"]["ort_int8"])
+        for r in (current.get("rows") or {}).values()
+        if (sp := r["speedup_vs_torch_fp32"])
+    ]
+    if candidates:
+        keeping = [c for c in candidates if c[1] >= 0.99] or candidates
+        speed, keep = max(keeping)
+        goals.append(judge("onnx_int8", " | ".join(judged), speedup=speed, keep=keep))
     rows = (load("deploy_compressed_tensors") or {}).get("rows") or {}
     return goals + [
         judge("ct_int4_size", f"{r['block_ratio']:.3f}x", n, ratio=r["block_ratio"]) for n, r in rows.items()
