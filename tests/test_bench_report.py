@@ -107,3 +107,11 @@ def test_docs_results_page_is_bench_results():
     with open(os.path.join(bench, "RESULTS.md"), encoding="utf-8") as a:
         with open(os.path.join(os.path.dirname(bench), "docs", "results.md"), encoding="utf-8") as b:
             assert a.read() == b.read(), "docs/results.md differs from bench/RESULTS.md: run python bench/report.py"
+
+
+def test_goals_table_keeps_a_pipe_in_a_measured_text_inside_its_cell(report, monkeypatch):
+    monkeypatch.setattr(report, "_goal_rows", lambda: [("#1", "a goal", "run a | run b", True)])
+    monkeypatch.setattr(report, "_samsum_goal_rows", lambda: [])
+    monkeypatch.setattr(report, "_deploy_goal_rows", lambda: [])
+    row = report.goals_table().splitlines()[-1]
+    assert row == "| #1 | a goal | run a \\| run b | met |"
