@@ -42,6 +42,8 @@ SST2_LABELS = {
     "obs80_rewind_8ep_g128_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
     "obs80_rewind_8ep_init40": "OBS 80% on the 64-gradient layout, first step to 40% instead of 60% (Intel Xeon run)",
     "obs80_rewind_8ep_init40_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
+    "obs80_rewind_8ep_t55": "OBS 80% on the 64-gradient layout (60% to 80%), KD temperature 5.5 (Intel Xeon run)",
+    "obs80_rewind_8ep_t55_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
     "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
     "gmp90_rewind_8ep_seed1": "GMP 90% on oBERT's layout, seed 1 (kept: vs dense seed 1)",
@@ -114,6 +116,8 @@ SST2_STUDIES = {
     "obs80_rewind_8ep_g128_seed1",
     "obs80_rewind_8ep_init40",
     "obs80_rewind_8ep_init40_seed1",
+    "obs80_rewind_8ep_t55",
+    "obs80_rewind_8ep_t55_seed1",
     "gmp90_rewind_8ep",
     "obs90_rewind_8ep_seed1",
     "gmp90_rewind_8ep_seed1",
@@ -620,6 +624,7 @@ def _sparsity_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             "16 epochs, oBERT's layout": f"sst2_obs{n}_rewind_16ep",
             "the layout with a Fisher of 128": f"sst2_obs{n}_rewind_8ep_g128",
             "the layout from 40%": f"sst2_obs{n}_rewind_8ep_init40",
+            "the layout at KD temperature 5.5": f"sst2_obs{n}_rewind_8ep_t55",
         }
         texts, long = [f"1-epoch curve {pct(rec)}"], {}
         for label, base in runs.items():
@@ -664,6 +669,7 @@ SAMSUM_ROWS = (
         "student15_keep_kd_512",
         "the block student chosen by `init_from_teacher: {keep: 15}`, 512 dialogues (Intel Xeon run)",
     ),
+    ("student15_keep_kd_818_3ep", "as above, all 818 validation dialogues, 3 passes (Intel Xeon run)"),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 
@@ -692,12 +698,12 @@ def samsum_table() -> str:
             f"{pct(a['rouge1'])} | {pct(a['rouge2'])} | {pct(a['rougeL'])}{shot} | {pct(a['rougeL'] / ref)} | "
             f"{a['perplexity']:.2f} | {r['wall_s'] / 60:.0f} min |"
         )
-    speed = rows.get("speed")
-    if speed:
-        t = speed["tokens_per_s"]
-        lines += ["", f"Greedy generation at batch 1 on 20 test prompts, 3 alternating rounds (median): dense SFT "
-                      f"{t['sft']:.1f} tokens/s, 15-layer student {t['student15_kd']:.1f} tokens/s "
-                      f"({speed['student_speedup']:.2f}x)."]  # fmt: skip
+    for key in ("speed", "speed_amd_epyc"):
+        if speed := rows.get(key):
+            t = speed["tokens_per_s"]
+            lines += ["", f"Greedy generation at batch 1 on 20 test prompts, 3 alternating rounds (median), "
+                          f"{speed['machine']['cpu']}: dense SFT {t['sft']:.1f} tokens/s, 15-layer student "
+                          f"(`{speed['student_folder']}`) {t['student']:.1f} tokens/s ({speed['student_speedup']:.2f}x)."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -714,7 +720,7 @@ def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             goals.append(judge(goal, text, keep=max(kept.values())))
     students = {
         k: rows[k]["after"]["rougeL"] / ref
-        for k in ("student15_kd_block", "student15_kd", "student15_keep_kd_512")
+        for k in ("student15_kd_block", "student15_kd", "student15_keep_kd_512", "student15_keep_kd_818_3ep")
         if k in rows
     }
     if students:  # the same 15-block architecture, so the same speed: judged on the better one

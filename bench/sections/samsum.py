@@ -7,7 +7,18 @@ import os
 import statistics
 import time
 
-from bench.common import OUT, SHARED, config, merged, recipe_yaml, replace_in_strings, run_recipe, save, saved_rows
+from bench.common import (
+    OUT,
+    SHARED,
+    config,
+    machine,
+    merged,
+    recipe_yaml,
+    replace_in_strings,
+    run_recipe,
+    save,
+    saved_rows,
+)
 from bench.sections import section
 
 
@@ -70,9 +81,10 @@ def section_samsum(names: list[str] | None = None) -> None:
             rows["sft"] = samsum_row("sft")
         rows[name] = samsum_row(name)
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
-    student = os.path.join(OUT, "samsum_student15_kd")
+    speed = dict(cfg["speed"])
+    student = os.path.join(OUT, f"samsum_{speed.pop('student')}")
     if os.path.isdir(student) and (names is None or "speed" in names):
-        rows["speed"] = samsum_speed({"sft": sft, "student15_kd": student}, **cfg["speed"])
+        rows["speed"] = samsum_speed({"sft": sft, "student": student}, **speed)
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
 
 
@@ -106,7 +118,9 @@ def samsum_speed(folders: dict[str, str], prompts: int = 20, rounds: int = 3) ->
         "all_rounds": speeds,
         "batch": 1,
         "prompts": prompts,
-        "student_speedup": med["student15_kd"] / med["sft"],
+        "student_folder": os.path.basename(folders["student"]),
+        "student_speedup": med["student"] / med["sft"],
+        "machine": machine(),
     }
     print(f"[bench] samsum speed: {row}", flush=True)
     return row

@@ -251,6 +251,14 @@ def section_obs80_gentle() -> None:
 
 
 @section()
+def section_obs80_t55() -> None:
+    """OBS 80% on oBERT's 64-gradient layout (60% to 80%) with oBERT's KD temperature, 5.5 instead of 2.0
+    (the schedule, lr rewinds and hidden-state KD unchanged), seeds 0 and 1."""
+    for seed in (0, 1):
+        rows("obs80_rewind_8ep_t55", seed=seed, skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
