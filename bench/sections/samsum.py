@@ -83,6 +83,8 @@ def section_samsum(names: list[str] | None = None) -> None:
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
     speed = dict(cfg["speed"])
     student = os.path.join(OUT, f"samsum_{speed.pop('student')}")
+    if names and "speed" in names and not os.path.isdir(student):
+        raise SystemExit(f"samsum speed: no student folder {student}; run its row first (config `speed.student`)")
     if os.path.isdir(student) and (names is None or "speed" in names):
         rows["speed"] = samsum_speed({"sft": sft, "student": student}, **speed)
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
