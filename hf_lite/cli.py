@@ -194,7 +194,12 @@ def _add_folder_commands(sub) -> None:
 
     p = sub.add_parser("student", help="build a shallower student from a teacher's layers")
     p.add_argument("--from", dest="from_dir", required=True)
-    p.add_argument("--layers", required=True, help="comma-separated teacher layer indices, e.g. 0,2,4")
+    p.add_argument(
+        "--layers",
+        required=True,
+        help="comma-separated teacher layer indices, e.g. 0,2,4 (to let the blocks be chosen by their loss on "
+        "your data, use the recipe key model.init_from_teacher: {keep: N} instead)",
+    )
     p.add_argument("--out", required=True)
     p.add_argument("--task", default="sequence-classification", choices=["sequence-classification", "causal-lm"])
     p.add_argument("--overwrite", action="store_true")

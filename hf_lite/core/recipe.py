@@ -564,7 +564,15 @@ def _training_section(training: Any) -> dict[str, Any]:
         )
     if "output_dir" in training:
         raise RecipeError("training.output_dir: set export.output_dir instead (checkpoints go under it)")
-    return coerce_training(training)
+    training = coerce_training(training)
+    if training.get("max_steps", -1) > 0 and "num_train_epochs" in training:
+        logger.warning(
+            "hf_lite: training.num_train_epochs=%s is ignored: training.max_steps=%s decides the length of "
+            "training; remove one of the two",
+            training["num_train_epochs"],
+            training["max_steps"],
+        )
+    return training
 
 
 def load_recipe(source: str | os.PathLike | dict | list, overrides: list[str] | None = None) -> Recipe:

@@ -127,3 +127,17 @@ def test_mapping_valued_training_arguments(tmp_path):
     assert args.lr_scheduler_kwargs == {"num_cycles": 8} and args.lr_scheduler_type == "cosine_with_restarts"
     with pytest.raises(RecipeError, match=r"training.lr_scheduler_kwargs: got \[3\] \(list\); expected dict or str"):
         load_recipe({"training": {"lr_scheduler_kwargs": [3]}})
+
+
+def test_epochs_beside_max_steps_are_named(caplog):
+    """With max_steps > 0 the Trainer ignores num_train_epochs; the recipe says so instead of dropping it."""
+    import logging
+
+    with caplog.at_level(logging.WARNING):
+        load_recipe({**BASE, "training": {"num_train_epochs": 8, "max_steps": 20}})
+    assert any("training.num_train_epochs=8.0 is ignored" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_recipe({**BASE, "training": {"num_train_epochs": 8, "max_steps": 0}})  # 0: no training, nothing lost
+        load_recipe(BASE)
+    assert not any("is ignored" in r.getMessage() for r in caplog.records)
