@@ -44,7 +44,7 @@ SST2_LABELS = {
     "obs80_rewind_8ep_init40_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
     "obs80_rewind_8ep_t55": "OBS 80% on the 64-gradient layout (60% to 80%), KD temperature 5.5 (Intel Xeon run)",
     "obs80_rewind_8ep_t55_seed1": "as above, seed 1 (from, taught by and kept vs dense seed 1)",
-    "obs80_rewind_transfer_t55": "as above over every train.tsv sentence (60,614, labels unused) instead of 8 "
+    "obs80_rewind_transfer_t55": "OBS 80% at KD temperature 5.5 over every train.tsv sentence (60,614, labels unused) instead of 8 "
     "passes over 8,000; 2,000 steps (Intel Xeon run)",
     "gmp90_rewind_8ep": "GMP 90% on that layout (same steps, lr rewinds and KD)",
     "obs90_rewind_8ep_seed1": "OBS 90% on oBERT's layout, seed 1 (from, taught by and kept vs dense seed 1)",
