@@ -682,8 +682,9 @@ SAMSUM_ROWS = (
 
 def samsum_reference(rows: dict, row: dict) -> tuple[str, float]:
     """The SFT a SAMSum row is kept against: the one trained on as many dialogues as the row when the bench
-    has it (``sft_818`` for the 818-dialogue rows), else the recipes' SFT (``sft``, 128 dialogues)."""
-    key = "sft_818" if row.get("train_rows") == 818 and "sft_818" in rows else "sft"
+    has it (``sft_<n>`` for rows on n dialogues), else the recipes' SFT (``sft``, 128 dialogues)."""
+    key = f"sft_{row.get('train_rows')}"
+    key = key if key in rows else "sft"
     return key, rows[key]["after"]["rougeL"]
 
 
@@ -707,9 +708,9 @@ def samsum_table() -> str:
         a, one = r["after"], r.get("after_oneshot") or {}
         shot = f" (one-shot alone {pct(one['rougeL'])})" if one.get("rougeL") is not None else ""
         kept = pct(a["rougeL"] / ref)
-        ref_key, ref_818 = samsum_reference(rows, r)
+        ref_key, ref_same = samsum_reference(rows, r)
         if ref_key != "sft" and key != ref_key:
-            kept += f" (vs the 818-dialogue SFT: {pct(a['rougeL'] / ref_818)})"
+            kept += f" (vs the {r['train_rows']}-dialogue SFT: {pct(a['rougeL'] / ref_same)})"
         lines.append(
             f"| {label} | {r['parameters'] / 1e6:.1f}M | {pct(r['sparsity'])} | {r['size_on_disk_mib']:.0f} | "
             f"{pct(a['rouge1'])} | {pct(a['rouge2'])} | {pct(a['rougeL'])}{shot} | {kept} | "
