@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from typing import Any, Literal
 
 import torch
@@ -12,6 +13,8 @@ from torch import nn
 from ..core.distributed import is_sharded
 from ..core.modifier import Context, Modifier, register_modifier, teacher_inputs
 from ..core.settings import RecipeError, Settings
+
+logger = logging.getLogger(__name__)
 
 PROJ_ATTR = "hf_lite_distill_proj"  # trained with the student, removed at finalize
 
@@ -34,8 +37,12 @@ class DistillationSettings(Settings):
     hidden_weight: float = 0.0
     #: ``mse`` or ``cosine`` (1 - cos) on hidden states
     hidden_loss: Literal["mse", "cosine"] = "mse"
+    #: which teacher layer each student layer's hidden states (and attention maps) learn from: a dict
     #: student layer -> teacher layer, e.g. {0: 1, 1: 3, 2: 5}; ``uniform`` spreads the student evenly
-    layer_map: dict | Literal["uniform"] = "uniform"
+    #: (student layer i of n learns from the end of its share of the teacher); ``kept`` pairs each block
+    #: of a student built by ``model.init_from_teacher`` with the teacher block it was copied from;
+    #: ``auto`` is ``kept`` for such a student of this teacher, else ``uniform``
+    layer_map: dict | Literal["auto", "uniform", "kept"] = "auto"
     #: weight of the attention-map loss (KL on attention probabilities, MiniLM style; 0 = off)
     attention_weight: float = 0.0
     #: label value to ignore (padding, prompt tokens) in causal-LM distillation
@@ -58,6 +65,11 @@ class DistillationSettings(Settings):
                 self.fail(f, "must be >= 0")
         if self.cache_teacher and (self.hidden_weight > 0 or self.attention_weight > 0):
             self.fail("cache_teacher", "caches logits only; set hidden_weight and attention_weight to 0 to use it")
+        if self.hidden_weight == 0 and self.hidden_loss != "mse":
+            self.fail("hidden_loss", "is read by the hidden-state loss only; set hidden_weight > 0 or remove it")
+        if self.hidden_weight == 0 and self.attention_weight == 0 and self.layer_map != "auto":
+            self.fail("layer_map", "pairs layers for the hidden-state and attention losses only; set hidden_weight "
+                                   "or attention_weight > 0, or remove it")  # fmt: skip
         if isinstance(self.layer_map, dict) and not all(
             isinstance(k, int) and isinstance(v, int) and k >= 0 and v >= 0 for k, v in self.layer_map.items()
         ):
@@ -70,6 +82,23 @@ def _num_layers(model: nn.Module) -> int:
 
 def _hidden(model: nn.Module) -> int:
     return int(model.config.hidden_size)
+
+
+def layer_pairs(layer_map: dict | str, model: nn.Module, ls: int, lt: int) -> list[tuple[int, int]]:
+    """(student layer, teacher layer) pairs for the hidden-state and attention losses."""
+    if isinstance(layer_map, dict):
+        return sorted(layer_map.items())
+    origin = getattr(model.config, "hf_lite_init_from_teacher", None) or {}
+    kept = origin.get("layers") if isinstance(origin, dict) else None
+    fits = bool(kept) and len(kept) == ls and origin.get("teacher_layers") == lt
+    if layer_map == "kept" and not fits:
+        raise RecipeError(
+            "distillation.layer_map: kept pairs the blocks of a student built by model.init_from_teacher from a "
+            f"teacher of this depth ({lt} layers); this student records {kept or 'none'}: use uniform or a dict"
+        )
+    if layer_map == "kept" or (layer_map == "auto" and fits):
+        return list(enumerate(kept))
+    return [(i, round((i + 1) * lt / ls) - 1) for i in range(ls)]
 
 
 def soft_loss(
@@ -162,13 +191,12 @@ class DistillationModifier(Modifier):
         if self.seq2seq:
             return model  # logits only (checked above): no layer pairs
         ls, lt = _num_layers(model), _num_layers(teacher)
-        if s.layer_map == "uniform":
-            self.pairs = [(i, round((i + 1) * lt / ls) - 1) for i in range(ls)]
-        else:
-            self.pairs = sorted(s.layer_map.items())
+        self.pairs = layer_pairs(s.layer_map, model, ls, lt)
         for i, j in self.pairs:
             if i >= ls or j >= lt:
                 raise RecipeError(f"distillation.layer_map: {i}->{j} out of range (student {ls} layers, teacher {lt})")
+        if s.hidden_weight > 0 or s.attention_weight > 0:
+            logger.info("hf_lite: distillation: student layer -> teacher layer %s", dict(self.pairs))
         if s.hidden_weight > 0 and _hidden(model) != _hidden(teacher):
             self.proj = nn.ModuleList(nn.Linear(_hidden(model), _hidden(teacher)) for _ in self.pairs)
             setattr(model, PROJ_ATTR, self.proj.to(next(model.parameters()).device))

@@ -28,6 +28,9 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
                 m.layer_idx = new_idx
     set_decoder_blocks(student, kept)
     student.config.num_hidden_layers = len(layers)
+    # which teacher block each block was copied from, so hidden-state KD can pair them (layer_map: kept);
+    # saved with the config, so a student folder trained again later still knows its blocks
+    student.config.hf_lite_init_from_teacher = {"layers": list(layers), "teacher_layers": n}
     if getattr(student.config, "layer_types", None):
         student.config.layer_types = [student.config.layer_types[i] for i in layers]
     return student

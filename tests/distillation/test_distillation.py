@@ -267,3 +267,44 @@ def test_on_policy_kd_is_trls_gkd_trainer_with_the_compression_callback(tmp_path
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
     assert zeros == pytest.approx(0.5, abs=0.01)
     assert any(not torch.equal(a[b != 0], b[b != 0]) for a, b in zip(before, weights))  # it trained
+
+
+def test_layer_map_kept_pairs_each_block_with_the_teacher_block_it_was_copied_from():
+    from hf_lite.core.modifier import Context, build_modifier
+
+    teacher = tiny_llama(layers=6)
+    student = student_from_teacher(teacher, [0, 1, 4, 5])  # a contiguous cut: blocks 2 and 3 left out
+    assert student.config.hf_lite_init_from_teacher == {"layers": [0, 1, 4, 5], "teacher_layers": 6}
+
+    def pairs(layer_map, model=student, t=teacher):
+        settings = {"type": "distillation", "hidden_weight": 1.0, **({"layer_map": layer_map} if layer_map else {})}
+        mod = build_modifier(settings)
+        mod.initialize(model, Context(teacher=t))
+        return mod.pairs
+
+    assert pairs("kept") == pairs(None) == [(0, 0), (1, 1), (2, 4), (3, 5)]
+    assert pairs("uniform") == [(0, 1), (1, 2), (2, 3), (3, 5)]
+    assert pairs({0: 0, 3: 5}) == [(0, 0), (3, 5)]
+    # auto falls back to uniform when the student did not come from a teacher of this depth
+    other = tiny_llama(layers=8)
+    assert pairs(None, t=other) == pairs("uniform", t=other) == [(0, 1), (1, 3), (2, 5), (3, 7)]
+    with pytest.raises(RecipeError, match="layer_map: kept"):
+        pairs("kept", t=other)
+    with pytest.raises(RecipeError, match="layer_map: kept"):
+        pairs("kept", model=tiny_llama(layers=2), t=tiny_llama(layers=4))
+    # the record survives save_pretrained / from_pretrained, so a saved student is paired the same way
+    import tempfile
+
+    from transformers import AutoModelForCausalLM
+
+    with tempfile.TemporaryDirectory() as d:
+        student.save_pretrained(d)
+        assert pairs(None, model=AutoModelForCausalLM.from_pretrained(d)) == [(0, 0), (1, 1), (2, 4), (3, 5)]
+
+
+@pytest.mark.parametrize("key, value", [("layer_map", "kept"), ("layer_map", {0: 1}), ("hidden_loss", "cosine")])
+def test_layer_settings_without_a_layer_loss_are_refused(key, value):
+    from hf_lite.core.modifier import build_modifier
+
+    with pytest.raises(RecipeError, match=f"{key}.*set hidden_weight"):
+        build_modifier({"type": "distillation", key: value})
