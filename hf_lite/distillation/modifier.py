@@ -39,9 +39,11 @@ class DistillationSettings(Settings):
     hidden_loss: Literal["mse", "cosine"] = "mse"
     #: which teacher layer each student layer's hidden states (and attention maps) learn from: a dict
     #: student layer -> teacher layer, e.g. {0: 1, 1: 3, 2: 5}; ``uniform`` spreads the student evenly
-    #: (student layer i of n learns from the end of its share of the teacher); ``kept`` pairs each block
-    #: of a student built by ``model.init_from_teacher`` with the teacher block it was copied from;
-    #: ``auto`` is ``kept`` for such a student of this teacher, else ``uniform``
+    #: (student layer i of n learns from the end of its share of the teacher); ``kept``, for a student built
+    #: by ``model.init_from_teacher``: each block learns the teacher's hidden state where the next kept block
+    #: takes over (the output of the teacher block before it; the last block: the teacher's last), so every
+    #: kept block is fed what it was trained on; ``auto`` is ``kept`` for such a student of this teacher,
+    #: else ``uniform``
     layer_map: dict | Literal["auto", "uniform", "kept"] = "auto"
     #: weight of the attention-map loss (KL on attention probabilities, MiniLM style; 0 = off)
     attention_weight: float = 0.0
@@ -90,14 +92,20 @@ def layer_pairs(layer_map: dict | str, model: nn.Module, ls: int, lt: int) -> li
         return sorted(layer_map.items())
     origin = getattr(model.config, "hf_lite_init_from_teacher", None) or {}
     kept = origin.get("layers") if isinstance(origin, dict) else None
-    fits = bool(kept) and len(kept) == ls and origin.get("teacher_layers") == lt
+    fits = (
+        bool(kept)
+        and len(kept) == ls
+        and origin.get("teacher_layers") == lt
+        and all(a < b for a, b in zip(kept, kept[1:]))
+    )
     if layer_map == "kept" and not fits:
         raise RecipeError(
-            "distillation.layer_map: kept pairs the blocks of a student built by model.init_from_teacher from a "
-            f"teacher of this depth ({lt} layers); this student records {kept or 'none'}: use uniform or a dict"
+            "distillation.layer_map: kept pairs the blocks of a student built by model.init_from_teacher (in "
+            f"order) from a teacher of this depth ({lt} layers); this student records {kept or 'none'}: "
+            "use uniform or a dict"
         )
     if layer_map == "kept" or (layer_map == "auto" and fits):
-        return list(enumerate(kept))
+        return list(enumerate([nxt - 1 for nxt in kept[1:]] + [lt - 1]))
     return [(i, round((i + 1) * lt / ls) - 1) for i in range(ls)]
 
 

@@ -269,7 +269,7 @@ def test_on_policy_kd_is_trls_gkd_trainer_with_the_compression_callback(tmp_path
     assert any(not torch.equal(a[b != 0], b[b != 0]) for a, b in zip(before, weights))  # it trained
 
 
-def test_layer_map_kept_pairs_each_block_with_the_teacher_block_it_was_copied_from():
+def test_layer_map_kept_matches_each_block_where_the_next_kept_teacher_block_takes_over():
     from hf_lite.core.modifier import Context, build_modifier
 
     teacher = tiny_llama(layers=6)
@@ -282,7 +282,11 @@ def test_layer_map_kept_pairs_each_block_with_the_teacher_block_it_was_copied_fr
         mod.initialize(model, Context(teacher=t))
         return mod.pairs
 
-    assert pairs("kept") == pairs(None) == [(0, 0), (1, 1), (2, 4), (3, 5)]
+    # block 1 (teacher block 1) also does the work of the left-out 2 and 3: it learns teacher block 3's output
+    assert pairs("kept") == pairs(None) == [(0, 0), (1, 3), (2, 4), (3, 5)]
+    # every other block: the same pairs as uniform (each block learns the output of the block it replaces)
+    skip = student_from_teacher(teacher, [0, 2, 4])
+    assert pairs("kept", model=skip) == pairs("uniform", model=skip) == [(0, 1), (1, 3), (2, 5)]
     assert pairs("uniform") == [(0, 1), (1, 2), (2, 3), (3, 5)]
     assert pairs({0: 0, 3: 5}) == [(0, 0), (3, 5)]
     # auto falls back to uniform when the student did not come from a teacher of this depth
@@ -299,7 +303,7 @@ def test_layer_map_kept_pairs_each_block_with_the_teacher_block_it_was_copied_fr
 
     with tempfile.TemporaryDirectory() as d:
         student.save_pretrained(d)
-        assert pairs(None, model=AutoModelForCausalLM.from_pretrained(d)) == [(0, 0), (1, 1), (2, 4), (3, 5)]
+        assert pairs(None, model=AutoModelForCausalLM.from_pretrained(d)) == [(0, 0), (1, 3), (2, 4), (3, 5)]
 
 
 @pytest.mark.parametrize("key, value", [("layer_map", "kept"), ("layer_map", {0: 1}), ("hidden_loss", "cosine")])
