@@ -39,9 +39,13 @@ def test_sst2_rows_are_recipes():
     # ... and its lr schedule: the Fisher-of-128 row is recipes/obs_90_kd_obert.yaml, not a copy of it
     from bench.common import recipe_yaml
 
-    user, (row, _) = recipe_yaml("obs_90_kd_obert.yaml"), sst2_recipe("obs90_rewind_8ep_g128")
-    assert row["modifiers"] == user["modifiers"]
-    assert {k: row["training"][k] for k in user["training"]} == user["training"]
+    for file, name in (
+        ("obs_90_kd_obert.yaml", "obs90_rewind_8ep_g128"),
+        ("obs_80_kd.yaml", "obs80_rewind_8ep_t55_labels"),
+    ):
+        user, (row, _) = recipe_yaml(file), sst2_recipe(name)
+        assert row["modifiers"] == user["modifiers"]
+        assert {k: row["training"][k] for k in user["training"]} == user["training"]
     for mods in config("sst2")["formats"].values():
         parse_modifiers(mods)
 
