@@ -683,6 +683,11 @@ SAMSUM_ROWS = (
     ("student15_kd_block", "15-of-30-layer student: the first 6 and last 9 blocks, KD (`samsum_student15_kd.yaml`)"),
     ("student15_kd", "as above, every other block"),
     (
+        "student15_kd_block_hidden",
+        "the block student, plus hidden-state KD (cosine, `layer_map: kept`; Intel Xeon run)",
+    ),
+    ("student15_kd_block_seqkd", "the block student on the SFT's own answers (sequence-level KD; Intel Xeon run)"),
+    (
         "student15_keep_kd_512",
         "the block student chosen by `init_from_teacher: {keep: 15}`, 512 dialogues (Intel Xeon run)",
     ),
@@ -751,14 +756,8 @@ def _samsum_goal_rows() -> list[tuple[str, str, str, bool | None]]:
             goals.append(judge(goal, text, keep=max(kept.values())))
     students = {  # each kept against the SFT trained on as many dialogues
         k: rows[k]["after"]["rougeL"] / samsum_reference(rows, rows[k])[1]
-        for k in (
-            "student15_kd_block",
-            "student15_kd",
-            "student15_keep_kd_512",
-            "student15_keep_kd_818_3ep",
-            "student15_keep_kd_818_3ep_t818",
-        )
-        if k in rows
+        for k, _ in SAMSUM_ROWS
+        if k.startswith("student") and k in rows
     }
     if students:  # the same 15-block architecture, so the same speed: judged on the better one
         keep = max(students.values())
