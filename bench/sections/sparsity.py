@@ -92,3 +92,65 @@ def section_sparsity_budget() -> None:
     budget = config("sparsity")["budget"]
     runs = [(m, budget["sparsity"], 0) for m in budget["methods"]]
     run_curve("sparsity_budget", runs, budget["epochs"], section_sparsity_budget.__doc__)
+
+
+@section()
+def section_movement_scores() -> None:
+    """Why movement pruning collapses on a fine-tuned model: the dense SST-2 fine-tune trains 150 more steps
+    (batch 32, AdamW lr 5e-5) while the movement scores -W * dL/dW of every encoder Linear are summed;
+    then 30% and 50% of each of those weights are removed at once by lowest movement score, at random, and
+    by lowest |W|, and the test accuracy is read without further training."""
+    import csv
+
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    folder, _ = dense_reference()
+    tok = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    data = config("sst2")["base"]["data"]
+    train, test = ([r for r in csv.DictReader(open(data[k]), delimiter="\t")] for k in ("train", "eval"))
+
+    def batch(rows):
+        enc = tok([r["sentence"] for r in rows], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        return enc, torch.tensor([int(r["label"]) for r in rows])
+
+    @torch.no_grad()
+    def accuracy(m) -> float:
+        m.eval()
+        right = 0
+        for i in range(0, len(test), 128):
+            enc, labels = batch(test[i : i + 128])
+            right += int((m(**enc).logits.argmax(-1) == labels).sum())
+        return right / len(test)
+
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in n}
+    movement = {n: torch.zeros_like(m.weight) for n, m in linears.items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-5)
+    model.train()
+    steps = 150
+    for step in range(steps):
+        enc, labels = batch(train[step * 32 : (step + 1) * 32])
+        model(**enc, labels=labels).loss.backward()
+        for n, m in linears.items():
+            movement[n] -= m.weight.detach() * m.weight.grad
+        opt.step()
+        opt.zero_grad()
+    rows = {"before_pruning": accuracy(model)}
+    gen = torch.Generator().manual_seed(0)
+    for sparsity in (0.3, 0.5):
+        for rule in ("movement", "random", "magnitude"):
+            pruned = AutoModelForSequenceClassification.from_pretrained(folder)
+            pruned.load_state_dict(model.state_dict())
+            with torch.no_grad():
+                for n, m in pruned.named_modules():
+                    if n not in linears:
+                        continue
+                    score = {"movement": movement[n], "magnitude": m.weight.abs(),
+                             "random": torch.rand(m.weight.shape, generator=gen)}[rule]  # fmt: skip
+                    k = int(sparsity * score.numel())
+                    m.weight.mul_((score > score.flatten().kthvalue(k).values).to(m.weight.dtype))
+            rows[f"{rule}_{round(100 * sparsity)}"] = accuracy(pruned)
+            print(f"[bench] movement_scores {rule} {sparsity}: {rows[f'{rule}_{round(100 * sparsity)}']}", flush=True)
+    save("movement_scores", {"protocol": section_movement_scores.__doc__, "steps": steps, "accuracy": rows})

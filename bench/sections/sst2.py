@@ -277,6 +277,13 @@ def section_obs80_labels() -> None:
 
 
 @section()
+def section_movement_finetune() -> None:
+    """Movement pruning while fine-tuning the pretrained model, as Sanh et al. use it (the GMP rows' schedule,
+    1 epoch, layer scope) at 80% and 90%, next to ``gmp80``/``gmp90``."""
+    rows("movement80", "movement90", skip_saved=True)
+
+
+@section()
 def section_full_train() -> None:
     """Dense vs GMP 80% (the core row's schedule) on all 60,614 SST-2 training rows instead of the protocol's
     8,000: same budget for both, 1 epoch; the pruned model is measured against this dense run."""
