@@ -1191,6 +1191,13 @@ def summary_rows() -> list[list[str]]:
         name, r = max(gmp, key=lambda kv: kv[1]["recovery"])
         rows.append(["SST-2 classifier, MiniLM-L6", "GMP 80% sparsity + KD", f"{pct(r['recovery'])} of dense accuracy",
                      "same (dense kernels)", "same", f"`sst2_{name}.json`"])  # fmt: skip
+    obs, seed1, control = (load(f"sst2_{k}") for k in ("obs80_rewind_8ep_t55_labels",
+                                                       "obs80_rewind_8ep_t55_labels_seed1", "dense_8ep_t55_labels"))  # fmt: skip
+    if obs and seed1 and control:
+        rows.append(["SST-2 classifier, MiniLM-L6", "OBS 80% sparsity + KD (`recipes/obs_80_kd.yaml`)",
+                     f"{pct(obs['recovery'])} / {pct(seed1['recovery'])} of dense accuracy (seeds 0 / 1); "
+                     f"{pct(obs['accuracy'] / control['accuracy'])} of dense trained the same way",
+                     "same (dense kernels)", "same", "`sst2_obs80_rewind_8ep_t55_labels.json`"])  # fmt: skip
     student = load("sst2_student3_kd_logits")
     if student and "speedup_b8" in student:
         rows.append(["SST-2 classifier, MiniLM-L6", "3-of-6-layer student + KD",
