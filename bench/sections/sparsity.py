@@ -100,6 +100,7 @@ def section_movement_scores() -> None:
     (batch 32, AdamW lr 5e-5) while the movement scores -W * dL/dW of every encoder Linear are summed;
     then 30% and 50% of each of those weights are removed at once by lowest movement score, at random, and
     by lowest |W|, and the test accuracy is read without further training."""
+    import copy
     import csv
 
     import torch
@@ -110,7 +111,12 @@ def section_movement_scores() -> None:
     tok = AutoTokenizer.from_pretrained(folder)
     model = AutoModelForSequenceClassification.from_pretrained(folder)
     data = config("sst2")["base"]["data"]
-    train, test = ([r for r in csv.DictReader(open(data[k]), delimiter="\t")] for k in ("train", "eval"))
+
+    def read_tsv(path: str) -> list[dict]:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f, delimiter="\t"))
+
+    train, test = (read_tsv(data[k]) for k in ("train", "eval"))
 
     def batch(rows):
         enc = tok([r["sentence"] for r in rows], padding=True, truncation=True, max_length=64, return_tensors="pt")
@@ -141,8 +147,7 @@ def section_movement_scores() -> None:
     gen = torch.Generator().manual_seed(0)
     for sparsity in (0.3, 0.5):
         for rule in ("movement", "random", "magnitude"):
-            pruned = AutoModelForSequenceClassification.from_pretrained(folder)
-            pruned.load_state_dict(model.state_dict())
+            pruned = copy.deepcopy(model)
             with torch.no_grad():
                 for n, m in pruned.named_modules():
                     if n not in linears:
