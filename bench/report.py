@@ -698,6 +698,7 @@ SAMSUM_ROWS = (
     ("student15_keep_kd_818_3ep", "as above, all 818 validation dialogues, 3 passes (Intel Xeon run)"),
     ("sft_818", "dense SFT on all 818 validation dialogues, 1 pass (Intel Xeon run)"),
     ("student15_keep_kd_818_3ep_t818", "the keep-15 student cut from and taught by that SFT, 818 dialogues, 3 passes"),
+    ("student15_keep_seqkd_818_3ep_t818", "as above, on that SFT's own greedy answers (sequence-level KD)"),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 
