@@ -49,6 +49,11 @@ class DistillationSettings(Settings):
     attention_weight: float = 0.0
     #: label value to ignore (padding, prompt tokens) in causal-LM distillation
     ignore_index: int = -100
+    #: decoder-only LMs: which positions the soft loss covers. ``labels``: those the task loss counts (for
+    #: ``chat``, the answer tokens); ``all``: every non-padding position, prompt included, so a student also
+    #: learns the teacher's next-token distribution over the dialogue it reads (more signal per example at
+    #: no extra forward pass; the task loss still counts the labels only)
+    soft_tokens: Literal["labels", "all"] = "labels"
     #: compute the teacher's logits once per distinct example and reuse them in later epochs
     #: (sequence classification, logits-only KD, data without augmentation); kept in CPU memory
     cache_teacher: bool = False
@@ -192,6 +197,11 @@ class DistillationModifier(Modifier):
             raise RecipeError(
                 "distillation.cache_teacher: supported for sequence classification only (LM logits are too large)"
             )
+        if s.soft_tokens == "all" and not self.causal:
+            raise RecipeError(
+                "distillation.soft_tokens: all widens the soft loss to the prompt tokens of a decoder-only LM; "
+                f"{type(model).__name__} has no such tokens (its soft loss already covers every output): remove it"
+            )
         if not (self.causal or self.seq2seq) and model.config.num_labels != teacher.config.num_labels:
             raise RecipeError(
                 f"distillation: student has {model.config.num_labels} labels, teacher {teacher.config.num_labels}"
@@ -283,10 +293,11 @@ class DistillationModifier(Modifier):
             return None if mask is None else mask.reshape(-1).bool()
         if self.causal:
             labels = inputs.get("labels")
-            if labels is not None:
+            if labels is not None and self.settings.soft_tokens == "labels":
                 return labels[:, 1:].reshape(-1) != self.settings.ignore_index
             mask = inputs.get("attention_mask")
-            return None if mask is None else mask[:, 1:].reshape(-1).bool()
+            # position t predicts token t + 1: both must be real tokens (left padding puts a pad before the first)
+            return None if mask is None else (mask[:, :-1].bool() & mask[:, 1:].bool()).reshape(-1)
         return None
 
     def _token_mask(self, inputs: dict[str, Any], like: torch.Tensor) -> torch.Tensor:

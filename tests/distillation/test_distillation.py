@@ -38,6 +38,39 @@ def test_ignore_index_and_shift_for_causal_lm(tmp_path):
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
+def test_soft_tokens_all_distills_the_prompt_too_but_never_padding(tmp_path):
+    from hf_lite.core.modifier import Context, build_modifier
+
+    student, teacher = tiny_llama(layers=1, seed=1), tiny_llama(layers=2)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [0, 0, 5, 6, 7, 8]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])  # row 2 is left-padded
+    labels = ids.clone()
+    labels[:, :3] = -100
+    mod = build_modifier({"type": "distillation", "alpha": 1.0, "temperature": 1.0, "soft_tokens": "all"})
+    mod.initialize(student, Context(teacher=teacher))
+    so, to = student(input_ids=ids, attention_mask=mask), teacher(input_ids=ids, attention_mask=mask)
+    got = mod.loss(so, {"input_ids": ids, "attention_mask": mask, "labels": labels}, to, Context())["soft"]
+    # by hand: row 1 every position 0..4; row 2 only positions 2..4 (position 1 is a pad predicting a token)
+    rows = soft_loss(so.logits[0, :5], to.logits[0, :5], 1.0, "kl").tolist()
+    rows += soft_loss(so.logits[1, 2:5], to.logits[1, 2:5], 1.0, "kl").tolist()
+    assert got.item() == pytest.approx(sum(rows) / len(rows), rel=1e-5)
+    # the default, labels, would have counted the answer positions only
+    mod_l = build_modifier({"type": "distillation", "alpha": 1.0, "temperature": 1.0})
+    mod_l.initialize(student, Context(teacher=teacher))
+    only = mod_l.loss(so, {"input_ids": ids, "attention_mask": mask, "labels": labels}, to, Context())["soft"]
+    assert only.item() != pytest.approx(got.item(), rel=1e-3)
+
+
+def test_soft_tokens_all_is_refused_where_there_is_no_prompt():
+    from hf_lite.core.modifier import Context, build_modifier
+
+    mod = build_modifier({"type": "distillation", "soft_tokens": "all"})
+    with pytest.raises(RecipeError, match="soft_tokens: all.*remove it"):
+        mod.initialize(tiny_bert(layers=1), Context(teacher=tiny_bert(layers=2)))
+    with pytest.raises(RecipeError, match="soft_tokens"):
+        build_modifier({"type": "distillation", "soft_tokens": "prompt"})
+
+
 def test_teacher_frozen_out_of_optimizer_projection_dropped(tmp_path, tiny_dataset):
     from transformers import BertConfig, BertForSequenceClassification
 
