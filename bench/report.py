@@ -699,6 +699,11 @@ SAMSUM_ROWS = (
     ("sft_818", "dense SFT on all 818 validation dialogues, 1 pass (Intel Xeon run)"),
     ("student15_keep_kd_818_3ep_t818", "the keep-15 student cut from and taught by that SFT, 818 dialogues, 3 passes"),
     ("student15_keep_seqkd_818_3ep_t818", "as above, on that SFT's own greedy answers (sequence-level KD)"),
+    (
+        "student15_keep_seqkd_all_818_3ep_t818",
+        "as above, the soft loss over the dialogue tokens too (`distillation.soft_tokens: all`)",
+    ),
+    ("student15_keep_seqkd_all_818_6ep_t818", "as above, 6 passes"),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 

@@ -76,6 +76,21 @@ def test_other_configs_are_recipes():
         load_recipe(fill(merged(sst2, changes), "/tmp/dense"))
 
 
+def test_the_samsum_seqkd_recipe_is_its_bench_row():
+    """recipes/samsum_student15_seqkd.yaml is what its bench row measured; the row only swaps in the
+    bench's SFT, its dialogue count and the CPU budget."""
+    from bench.common import recipe_yaml
+    from bench.sections.samsum import samsum_recipe
+
+    user, row = recipe_yaml("samsum_student15_seqkd.yaml"), samsum_recipe("student15_keep_seqkd_all_818_3ep_t818")
+    assert row["modifiers"] == user["modifiers"]
+    assert row["data"]["response_source"] == user["data"]["response_source"] == "teacher"
+    for key in ("num_train_epochs", "learning_rate", "lr_scheduler_type"):
+        assert row["training"][key] == user["training"][key], key
+    assert row["model"]["init_from_teacher"] == {"keep": 15}  # which ranked first: the recipe's blocks
+    assert user["model"]["init_from_teacher"]["layers"] == [*range(6), *range(21, 30)]
+
+
 def test_oneshot_configs_are_modifiers():
     cfg = config("oneshot")
     assert set(cfg["core"]) <= set(cfg["methods"])
