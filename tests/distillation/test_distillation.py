@@ -38,7 +38,7 @@ def test_ignore_index_and_shift_for_causal_lm(tmp_path):
     assert got.item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-def test_soft_tokens_all_distills_the_prompt_too_but_never_padding(tmp_path):
+def test_soft_tokens_all_distills_the_prompt_too_but_never_padding():
     from hf_lite.core.modifier import Context, build_modifier
 
     student, teacher = tiny_llama(layers=1, seed=1), tiny_llama(layers=2)
