@@ -159,6 +159,7 @@ class DistillationModifier(Modifier):
         self.cache: dict[bytes, torch.Tensor] = {}
         self.cache_hits = 0
         self._teacher_sharded: bool | None = None
+        self._prompt_checked = False  # soft_tokens: all: the first batch shows whether there is a prompt
         self.cache_misses = 0
 
     @property
@@ -270,6 +271,8 @@ class DistillationModifier(Modifier):
     def loss(self, outputs: Any, inputs: dict[str, Any], teacher_outputs: Any, ctx: Context) -> dict[str, torch.Tensor]:
         s = self.settings
         terms: dict[str, torch.Tensor] = {}
+        if s.soft_tokens == "all" and not self._prompt_checked:
+            self._check_prompt(inputs)
         valid = self._valid(inputs, outputs["logits"])
         st, te = outputs["logits"], teacher_outputs["logits"].to(outputs["logits"].dtype)
         if self.causal:
@@ -281,6 +284,20 @@ class DistillationModifier(Modifier):
         if s.attention_weight > 0:
             terms["attention"] = s.attention_weight * self._attention_loss(outputs, teacher_outputs, inputs)
         return terms
+
+    def _check_prompt(self, inputs: dict[str, Any]) -> None:
+        """``soft_tokens: all`` on data whose labels hide nothing but padding (plain text) changes nothing:
+        say so once, by name."""
+        self._prompt_checked = True
+        labels, mask = inputs.get("labels"), inputs.get("attention_mask")
+        if labels is None:
+            return
+        real = mask.bool() if mask is not None else torch.ones_like(labels, dtype=torch.bool)
+        if not bool(((labels == self.settings.ignore_index) & real).any()):
+            logger.warning(
+                "hf_lite: distillation.soft_tokens: all changes nothing here: the labels already count every "
+                "non-padding token (plain text, no prompt); remove it, or use chat/prompt-masked data"
+            )
 
     def _valid(self, inputs: dict[str, Any], logits: torch.Tensor) -> torch.Tensor | None:
         """Boolean mask over the rows of the soft loss (None = all rows count): the positions whose label

@@ -61,6 +61,31 @@ def test_soft_tokens_all_distills_the_prompt_too_but_never_padding():
     assert only.item() != pytest.approx(got.item(), rel=1e-3)
 
 
+def test_soft_tokens_all_on_plain_text_warns_once_that_it_changes_nothing(caplog):
+    from hf_lite.core.modifier import Context, build_modifier
+
+    student, teacher = tiny_llama(layers=1, seed=1), tiny_llama(layers=2)
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
+    mod = build_modifier({"type": "distillation", "soft_tokens": "all"})
+    mod.initialize(student, Context(teacher=teacher))
+    so, to = student(input_ids=ids), teacher(input_ids=ids)
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            mod.loss(so, {"input_ids": ids, "labels": ids.clone()}, to, Context())
+    assert [r.message for r in caplog.records if "soft_tokens" in r.message] == [
+        "hf_lite: distillation.soft_tokens: all changes nothing here: the labels already count every "
+        "non-padding token (plain text, no prompt); remove it, or use chat/prompt-masked data"
+    ]
+    caplog.clear()
+    prompt = ids.clone()
+    prompt[0, :3] = -100
+    mod = build_modifier({"type": "distillation", "soft_tokens": "all"})
+    mod.initialize(student, Context(teacher=teacher))
+    with caplog.at_level("WARNING"):
+        mod.loss(so, {"input_ids": ids, "labels": prompt}, to, Context())
+    assert not [r for r in caplog.records if "soft_tokens" in r.message]
+
+
 def test_soft_tokens_all_is_refused_where_there_is_no_prompt():
     from hf_lite.core.modifier import Context, build_modifier
 
