@@ -704,6 +704,10 @@ SAMSUM_ROWS = (
         "as above, the soft loss over the dialogue tokens too (`distillation.soft_tokens: all`)",
     ),
     ("student15_keep_seqkd_all_818_6ep_t818", "as above, 6 passes"),
+    (
+        "student15_cosine_seqkd_all_818_3ep_t818",
+        "the 3-pass row with the 15 blocks of lowest input/output cosine instead of the contiguous cut",
+    ),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 

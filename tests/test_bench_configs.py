@@ -91,6 +91,17 @@ def test_the_samsum_seqkd_recipe_is_its_bench_row():
     assert user["model"]["init_from_teacher"]["layers"] == [*range(6), *range(21, 30)]
 
 
+def test_the_samsum_studies_take_their_config():
+    import inspect
+
+    from bench.sections.samsum import samsum_init_study, samsum_onpolicy
+
+    cfg = config("samsum")
+    inspect.signature(samsum_init_study).bind(**cfg["init_study"])
+    inspect.signature(samsum_onpolicy).bind(**cfg["onpolicy"])
+    assert cfg["onpolicy"]["student"] in cfg["rows"] and cfg["init_study"]["teacher"] in cfg["rows"]
+
+
 def test_oneshot_configs_are_modifiers():
     cfg = config("oneshot")
     assert set(cfg["core"]) <= set(cfg["methods"])

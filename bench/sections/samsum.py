@@ -76,7 +76,7 @@ def section_samsum(names: list[str] | None = None) -> None:
     rows = saved_rows("samsum")
     sft = os.path.join(OUT, "samsum_sft")
     cfg = config("samsum")
-    for name in [n for n in names or cfg["rows"] if n != "speed"]:
+    for name in [n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy")]:
         if name != "sft" and not os.path.isfile(os.path.join(sft, "model.safetensors")):
             rows["sft"] = samsum_row("sft")
         rows[name] = samsum_row(name)
@@ -85,6 +85,10 @@ def section_samsum(names: list[str] | None = None) -> None:
     student = os.path.join(OUT, f"samsum_{speed.pop('student')}")
     if names and "speed" in names and not os.path.isdir(student):
         raise SystemExit(f"samsum speed: no student folder {student}; run its row first (config `speed.student`)")
+    for study, run in (("init_study", samsum_init_study), ("onpolicy", samsum_onpolicy)):  # only when named
+        if names and study in names:
+            rows[study] = run(**cfg[study])
+            save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
     if os.path.isdir(student) and (names is None or "speed" in names):
         rows["speed"] = samsum_speed({"sft": sft, "student": student}, **speed)
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
@@ -125,4 +129,159 @@ def samsum_speed(folders: dict[str, str], prompts: int = 20, rounds: int = 3) ->
         "machine": machine(),
     }
     print(f"[bench] samsum speed: {row}", flush=True)
+    return row
+
+
+def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -> dict:
+    """Ways to start a ``keep``-block student from the SFT in bench/out/samsum_<teacher>, each scored by its
+    loss on the answers of the first ``rows`` training dialogues before any training (the measure
+    ``init_from_teacher: {keep: N}`` ranks contiguous cuts by):
+
+    - ``cut``: the best contiguous cut (``rank_contiguous_cuts``, what the student rows use);
+    - ``laco_m``: that cut, with the last block before the gap absorbing the parameter differences of the
+      next m left-out blocks (theta_l + sum_k (theta_{l+k} - theta_l); LaCo, Yang et al. 2024);
+    - ``mean_m``: that block replaced by the mean of itself and the next m - 1 left-out blocks;
+    - ``least_cosine``: the ``keep`` blocks that change their input most (lowest cosine between a block's
+      input and output hidden states; ShortGPT's block influence, Men et al. 2024);
+    - ``single_drop``: the ``keep`` blocks whose removal alone raises the loss most.
+    Norm weights stay the kept block's own in the merges."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    from hf_lite.chat import chat_dataset, read_chat_rows
+    from hf_lite.core.recipe import DataSettings
+    from hf_lite.core.targets import decoder_blocks
+    from hf_lite.distillation.student import rank_contiguous_cuts, student_from_teacher
+    from hf_lite.models import load_model, load_tokenizer
+
+    folder = os.path.join(OUT, f"samsum_{teacher}")
+    model, tok = load_model(folder, "causal-lm").eval(), load_tokenizer(folder)
+    d = samsum_recipe(teacher)["data"]
+    settings = DataSettings(
+        train=d["train"], prompt_column=d["prompt_column"], response_column=d["response_column"],
+        prompt_template=d["prompt_template"], max_train_samples=rows,
+    )  # fmt: skip
+    ds = chat_dataset(read_chat_rows(settings)[0], tok, d["max_length"], "train")
+    collate = DataCollatorForSeq2Seq(tok)
+    batches = [
+        collate([dict(ds[j]) for j in range(i, min(i + batch_size, len(ds)))]) for i in range(0, len(ds), batch_size)
+    ]
+
+    def loss(m) -> float:
+        total = count = 0.0
+        with torch.no_grad():
+            for b in batches:
+                n = float((b["labels"] != -100).sum())
+                total, count = total + n * float(m(**b).loss), count + n
+        return round(total / count, 4)
+
+    n = model.config.num_hidden_layers
+    ranked = rank_contiguous_cuts(model, batches, keep)
+    cut = ranked[0][0]
+    out = {"teacher": loss(model), "cut": ranked[0][1], "cut_layers": cut}
+    gap = next(i for i in range(len(cut) - 1) if cut[i + 1] != cut[i] + 1)  # student index of the block before it
+    _, tb = decoder_blocks(model)
+
+    def merged(terms: list[tuple[int, float]]) -> float:
+        student = student_from_teacher(model, cut).eval()
+        block = decoder_blocks(student)[1][gap]
+        sources = [dict(tb[t].named_parameters()) for t, _ in terms]
+        for name, p in block.named_parameters():
+            if "norm" not in name:
+                p.data.copy_(sum(c * s[name].data for (_, c), s in zip(terms, sources)))
+        return loss(student)
+
+    last = cut[gap]
+    for m in (1, 2, 3):
+        out[f"laco_{m}"] = merged([(last, 1.0 - m)] + [(last + k, 1.0) for k in range(1, m + 1)])
+    for m in (3, n - keep + 1):
+        out[f"mean_{m}"] = merged([(last + k, 1.0 / m) for k in range(m)])
+    # block influence: 1 - cos(input, output) of each block over the real positions (hooks: the model's own
+    # last hidden state is after the final norm)
+    seen: dict[int, torch.Tensor] = {}
+    influence = torch.zeros(n)
+
+    def hook(i):
+        def record(module, args, kwargs, output):
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            y = output[0] if isinstance(output, tuple) else output
+            influence[i] += (1 - torch.nn.functional.cosine_similarity(x[seen[0]], y[seen[0]], dim=-1)).sum()
+
+        return record
+
+    handles = [tb[i].register_forward_hook(hook(i), with_kwargs=True) for i in range(n)]
+    with torch.no_grad():
+        for b in batches:
+            seen[0] = b["attention_mask"].bool()
+            model(**b)
+    for h in handles:
+        h.remove()
+    chosen = sorted(int(i) for i in influence.topk(keep).indices)
+    out["least_cosine"], out["least_cosine_layers"] = loss(student_from_teacher(model, chosen)), chosen
+    single = [loss(student_from_teacher(model, [j for j in range(n) if j != i])) for i in range(n)]
+    chosen = sorted(sorted(range(n), key=lambda i: -single[i])[:keep])
+    out["single_drop"], out["single_drop_layers"] = loss(student_from_teacher(model, chosen)), chosen
+    out["single_drop_each"] = single
+    out["rows"], out["keep"] = len(ds), keep
+    print(f"[bench] samsum init study: {out}", flush=True)
+    return out
+
+
+def samsum_onpolicy(
+    student: str, teacher: str, steps: int, lmbda: float, beta: float, temperature: float, learning_rate: float
+) -> dict:
+    """On-policy KD as a further stage for the student of row ``student`` (bench/out/samsum_<student>):
+    TRL's GKDTrainer, the student sampling answers to the row's training prompts (``lmbda``: the share of
+    steps that sample; the others use the row's own training answers), the SFT ``teacher`` scoring them with
+    the generalized JSD (``beta``), ``steps`` steps of 4 dialogues. ROUGE on the row's test dialogues before
+    and after; the model is not saved."""
+    import random
+
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    import datasets
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    from hf_lite.chat import read_chat_rows
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.generation import evaluate_generation
+    from hf_lite.models import load_model, load_tokenizer
+
+    recipe = load_recipe(samsum_recipe(student))
+    d, g = recipe.data, recipe.generation
+    folder, teacher_folder = os.path.join(OUT, f"samsum_{student}"), recipe.teacher.name_or_path
+    if teacher_folder != os.path.join(OUT, f"samsum_{teacher}"):
+        raise SystemExit(f"samsum onpolicy: row {student} was taught by {teacher_folder}, not {teacher}")
+    tok, model = load_tokenizer(folder), load_model(folder, "causal-lm")
+    train, test = read_chat_rows(d)
+    if d.response_source == "teacher":  # the row's cached answers (generated when the row ran)
+        from hf_lite.generation import teacher_answers, teacher_cache_file
+
+        sft = load_model(teacher_folder, "causal-lm")
+        train = teacher_answers(sft, tok, train, g, teacher_cache_file(teacher_folder, train, g))
+    train = [c for c in train if len(tok.apply_chat_template(c, return_dict=True)["input_ids"]) <= d.max_length]
+    before, _ = evaluate_generation(model.eval(), tok, test, g, "before")
+    args = GKDConfig(
+        output_dir=os.path.join(OUT, "samsum_onpolicy_tmp"), max_steps=steps, per_device_train_batch_size=4,
+        lmbda=lmbda, beta=beta, temperature=temperature, max_new_tokens=g.max_new_tokens,
+        learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=3, max_length=d.max_length,
+        report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0,
+    )  # fmt: skip
+    random.seed(0)  # GKDTrainer draws which steps sample with `random`
+    t = time.perf_counter()
+    trainer = GKDTrainer(
+        model=model.train(), teacher_model=load_model(teacher_folder, "causal-lm"), args=args, processing_class=tok,
+        train_dataset=datasets.Dataset.from_list([{"messages": c} for c in train]),
+    )  # fmt: skip
+    out = trainer.train()
+    train_s = time.perf_counter() - t
+    after, answers = evaluate_generation(trainer.model.eval(), tok, test, g, "after")
+    row = {
+        "student": student, "teacher": teacher, "steps": steps, "lmbda": lmbda, "beta": beta,
+        "temperature": temperature, "learning_rate": learning_rate, "train_rows": len(train),
+        "before": {k[7:]: v for k, v in before.items() if "rouge" in k},
+        "after": {k[6:]: v for k, v in after.items() if "rouge" in k},
+        "train_loss": out.training_loss, "train_s": round(train_s, 1), "s_per_step": round(train_s / steps, 1),
+        "samples": answers[:3], "machine": machine(),
+    }  # fmt: skip
+    print(f"[bench] samsum on-policy: {row}", flush=True)
     return row
