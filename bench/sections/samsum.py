@@ -265,6 +265,7 @@ def samsum_onpolicy(
         lmbda=lmbda, beta=beta, temperature=temperature, max_new_tokens=g.max_new_tokens,
         learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=3, max_length=d.max_length,
         report_to="none", save_strategy="no", logging_steps=10, disable_tqdm=True, seed=0,
+        bf16=False,  # TRL turns bf16 on by default; the other rows train in fp32
     )  # fmt: skip
     random.seed(0)  # GKDTrainer draws which steps sample with `random`
     t = time.perf_counter()
