@@ -253,10 +253,10 @@ def samsum_onpolicy(
         raise SystemExit(f"samsum onpolicy: row {student} was taught by {teacher_folder}, not {teacher}")
     tok, model = load_tokenizer(folder), load_model(folder, "causal-lm")
     train, test = read_chat_rows(d)
+    sft = load_model(teacher_folder, "causal-lm")
     if d.response_source == "teacher":  # the row's cached answers (generated when the row ran)
         from hf_lite.generation import teacher_answers, teacher_cache_file
 
-        sft = load_model(teacher_folder, "causal-lm")
         train = teacher_answers(sft, tok, train, g, teacher_cache_file(teacher_folder, train, g))
     train = [c for c in train if len(tok.apply_chat_template(c, return_dict=True)["input_ids"]) <= d.max_length]
     before, _ = evaluate_generation(model.eval(), tok, test, g, "before")
@@ -270,7 +270,7 @@ def samsum_onpolicy(
     random.seed(0)  # GKDTrainer draws which steps sample with `random`
     t = time.perf_counter()
     trainer = GKDTrainer(
-        model=model.train(), teacher_model=load_model(teacher_folder, "causal-lm"), args=args, processing_class=tok,
+        model=model.train(), teacher_model=sft, args=args, processing_class=tok,
         train_dataset=datasets.Dataset.from_list([{"messages": c} for c in train]),
     )  # fmt: skip
     out = trainer.train()
