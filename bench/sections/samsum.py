@@ -151,7 +151,7 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
     from hf_lite.chat import chat_dataset, read_chat_rows
     from hf_lite.core.recipe import DataSettings
     from hf_lite.core.targets import decoder_blocks
-    from hf_lite.distillation.student import rank_contiguous_cuts, student_from_teacher
+    from hf_lite.distillation.student import labelled_loss, rank_contiguous_cuts, student_from_teacher
     from hf_lite.models import load_model, load_tokenizer
 
     folder = os.path.join(OUT, f"samsum_{teacher}")
@@ -168,12 +168,7 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
     ]
 
     def loss(m) -> float:
-        total = count = 0.0
-        with torch.no_grad():
-            for b in batches:
-                n = float((b["labels"] != -100).sum())
-                total, count = total + n * float(m(**b).loss), count + n
-        return round(total / count, 4)
+        return round(labelled_loss(m, batches), 4)
 
     n = model.config.num_hidden_layers
     ranked = rank_contiguous_cuts(model, batches, keep)

@@ -56,7 +56,6 @@ def rank_contiguous_cuts(teacher: nn.Module, batches, keep: int) -> list[tuple[l
     Pass the first entry's layers to ``init_from_teacher``. Which blocks matter is the model's own: on
     the SAMSum SFT of SmolLM2-135M the best cut of 15 of 30 blocks keeps the first 6 and the last 9
     (docs/generation.md)."""
-    import torch
 
     n = teacher.config.num_hidden_layers
     if not 0 < keep < n:
@@ -69,15 +68,24 @@ def rank_contiguous_cuts(teacher: nn.Module, batches, keep: int) -> list[tuple[l
     for start in range(keep + 1):  # keep `start` first blocks and `keep - start` last ones
         layers = list(range(start)) + list(range(n - keep + start, n))
         student = student_from_teacher(teacher, layers).eval()
-        total = count = 0.0
-        with torch.no_grad():
-            for b in batches:  # weighted by labelled positions: the loss over all of them, not per batch
-                labelled = float((b["labels"] != -100).sum())
-                total += labelled * float(student(**{k: v.to(device) for k, v in b.items()}).loss)
-                count += labelled
-        ranked.append((layers, total / max(count, 1.0)))
+        ranked.append((layers, labelled_loss(student, batches, device)))
         del student
     return sorted(ranked, key=lambda x: x[1])
+
+
+def labelled_loss(model: nn.Module, batches, device=None) -> float:
+    """The model's loss over every labelled position of ``batches`` (each batch weighted by its labelled
+    positions, not averaged per batch)."""
+    import torch
+
+    device = device or next(model.parameters()).device
+    total = count = 0.0
+    with torch.no_grad():
+        for b in batches:
+            labelled = float((b["labels"] != -100).sum())
+            total += labelled * float(model(**{k: v.to(device) for k, v in b.items()}).loss)
+            count += labelled
+    return total / max(count, 1.0)
 
 
 def student_from_spec(
