@@ -333,18 +333,22 @@ def test_a_script_trainer_names_the_generation_section_it_does_not_run(tmp_path,
     assert "generation.{max_new_tokens}" in caplog.text and "export.{" not in caplog.text
 
 
-def test_chat_student_keeps_the_best_cut_ranked_on_assistant_tokens(tmp_path, chat_dir, caplog):
+@pytest.mark.parametrize("by", ["cut", "cosine"])
+def test_chat_student_keeps_the_best_blocks_ranked_on_assistant_tokens(tmp_path, chat_dir, caplog, by):
     import logging
 
     import yaml
 
     path = _chat_recipe(tmp_path, chat_dir, [])
     recipe = yaml.safe_load(open(path))
-    recipe["model"]["init_from_teacher"] = {"keep": 1, "rank_rows": 8}
+    recipe["model"]["init_from_teacher"] = {"keep": 1, "rank_rows": 8, "by": by}
     recipe["training"]["max_steps"] = 1
     with open(path, "w") as f:
         yaml.safe_dump(recipe, f)
     with caplog.at_level(logging.INFO, logger="hf_lite"):
         assert main(["run", path]) == 0
     assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1
-    assert "init_from_teacher.keep=1: loss before training on 8 rows" in caplog.text
+    if by == "cut":
+        assert "init_from_teacher.keep=1: loss before training on 8 rows" in caplog.text
+    else:
+        assert "init_from_teacher.keep=1 by cosine" in caplog.text and "before training on 8 rows" in caplog.text

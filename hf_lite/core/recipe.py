@@ -52,7 +52,9 @@ class ModelSettings(Settings):
     problem_type: Literal["regression"] | None = None
     #: build a shallower student from this model: ``{layers: [0, 2, 4]}`` keeps those blocks;
     #: ``{keep: 15}`` keeps 15 blocks, choosing the cut that leaves out one contiguous run of blocks with
-    #: the lowest loss on the first ``rank_rows`` (default 16) training rows before training
+    #: the lowest loss on the first ``rank_rows`` (default 16) training rows before training;
+    #: ``{keep: 15, by: cosine}`` keeps the 15 blocks that change their input most on those rows (lowest
+    #: cosine between a block's input and output; any blocks, not one cut)
     init_from_teacher: dict | None = None
     #: load weights in this dtype (float32 for CPU training)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -79,12 +81,18 @@ class ModelSettings(Settings):
                 and bool(layers)
                 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in layers)
             )
-            ranked = "keep" in spec and set(spec) <= {"keep", "rank_rows"} and positive(keep) and positive(rows)
+            ranked = (
+                "keep" in spec
+                and set(spec) <= {"keep", "rank_rows", "by"}
+                and positive(keep)
+                and positive(rows)
+                and spec.get("by", "cut") in ("cut", "cosine")
+            )
             if not (picked or ranked):
                 self.fail(
                     "init_from_teacher",
                     "expected {layers: [non-negative ints, ...]} (e.g. {layers: [0, 2, 4]}) or {keep: N} "
-                    "(optionally with rank_rows: M) to choose N blocks by their loss",
+                    "(optionally with rank_rows: M, and by: cut or cosine) to choose N blocks on the training rows",
                 )
 
     @property

@@ -88,26 +88,87 @@ def labelled_loss(model: nn.Module, batches, device=None) -> float:
     return total / max(count, 1.0)
 
 
+def block_influence(teacher: nn.Module, batches) -> list[float]:
+    """Each block's mean ``1 - cos(input, output)`` over the real (unpadded) positions of ``batches``:
+    how much a block changes the hidden state it reads (ShortGPT's block influence, Men et al. 2024).
+    A block that barely changes it is the cheapest to leave out."""
+    import torch
+
+    _, blocks = decoder_blocks(teacher)
+    device = next(teacher.parameters()).device
+    total = torch.zeros(len(blocks), dtype=torch.float64)
+    count, real = 0, {}
+
+    def hook(i):
+        def record(module, args, kwargs, output):
+            x = kwargs.get("hidden_states", args[0] if args else None)
+            y = output[0] if isinstance(output, tuple) else output
+            m = real["mask"]
+            total[i] += (1 - nn.functional.cosine_similarity(x[m].double(), y[m].double(), dim=-1)).sum().cpu()
+
+        return record
+
+    # hooks on the blocks themselves: the model's own last hidden state comes after the final norm
+    handles = [b.register_forward_hook(hook(i), with_kwargs=True) for i, b in enumerate(blocks)]
+    training = teacher.training
+    teacher.eval()  # no dropout in the measure
+    try:
+        with torch.no_grad():
+            for b in batches:
+                b = {k: v.to(device) for k, v in b.items()}
+                mask = b.get("attention_mask")
+                real["mask"] = mask.bool() if mask is not None else torch.ones_like(b["input_ids"], dtype=torch.bool)
+                count += int(real["mask"].sum())
+                teacher(**b)
+    finally:
+        teacher.train(training)
+        for h in handles:
+            h.remove()
+    return [float(v) / max(count, 1) for v in total]
+
+
+def most_influential_blocks(teacher: nn.Module, batches, keep: int) -> list[int]:
+    """The ``keep`` blocks with the highest :func:`block_influence` on ``batches``, in model order."""
+    n = teacher.config.num_hidden_layers
+    if not 0 < keep < n:
+        raise RecipeError(f"keep={keep}: a student keeps between 1 and {n - 1} of the teacher's {n} blocks")
+    influence = block_influence(teacher, list(batches))
+    return sorted(sorted(range(n), key=lambda i: -influence[i])[:keep])
+
+
 def student_from_spec(
     teacher: nn.Module, spec: dict, dataset=None, collator=None, batch_size: int = 8
 ) -> tuple[nn.Module, list[int]]:
     """The student a recipe's ``model.init_from_teacher`` asks for, and the teacher blocks it keeps:
     ``{layers: [...]}`` keeps those; ``{keep: N, rank_rows: M}`` keeps the best contiguous cut of N blocks
     (:func:`rank_contiguous_cuts`), ranked on the first M rows of ``dataset`` (tokenized, with labels)
-    batched by ``collator``."""
+    batched by ``collator``; ``by: cosine`` keeps the N blocks that change their input most on those rows
+    (:func:`most_influential_blocks`) instead."""
     if "layers" in spec:
         layers = spec["layers"]
     else:
-        layers = best_contiguous_cut(teacher, spec["keep"], dataset, collator, spec.get("rank_rows", 16), batch_size)
+        keep, rows = spec["keep"], spec.get("rank_rows", 16)
+        batches = ranking_batches(teacher, dataset, collator, rows, batch_size)
+        if spec.get("by", "cut") == "cosine":
+            layers = most_influential_blocks(teacher, batches, keep)
+            labelled = all("labels" in b for b in batches)
+            logger.info(
+                "hf_lite: model.init_from_teacher.keep=%d by cosine: blocks %s; loss before training on %d rows: %s",
+                keep, runs(layers), sum(len(b["input_ids"]) for b in batches),
+                f"{labelled_loss(student_from_teacher(teacher, layers).eval(), batches):.4g}" if labelled else "-",
+            )  # fmt: skip
+        else:
+            layers = best_contiguous_cut(teacher, keep, batches)
     logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of %d", layers, teacher.config.num_hidden_layers)
     return student_from_teacher(teacher, layers), layers
 
 
-def best_contiguous_cut(teacher: nn.Module, keep: int, dataset, collator, rows: int = 16, batch_size: int = 8):
-    """The layers of the best-ranked contiguous cut of ``keep`` blocks on the first ``rows`` of ``dataset``."""
+def ranking_batches(teacher: nn.Module, dataset, collator, rows: int = 16, batch_size: int = 8) -> list[dict]:
+    """The first ``rows`` of the tokenized training ``dataset``, batched by ``collator`` with ``labels``,
+    for ``init_from_teacher: {keep: N}`` to rank blocks on."""
     if dataset is None or not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
         raise RecipeError(
-            "model.init_from_teacher.keep ranks the cuts on the first training rows: pass a train_dataset "
+            "model.init_from_teacher.keep ranks the blocks on the first training rows: pass a train_dataset "
             "(a datasets.Dataset or list), or give init_from_teacher: {layers: [...]}"
         )
     if collator is None:
@@ -119,7 +180,7 @@ def best_contiguous_cut(teacher: nn.Module, keep: int, dataset, collator, rows: 
     picked = [{k: v for k, v in dict(dataset[i]).items() if k in accepted} for i in range(min(rows, len(dataset)))]
     if not picked or any("input_ids" not in r for r in picked):
         raise RecipeError(
-            "model.init_from_teacher.keep ranks the cuts on tokenized training rows (input_ids and labels); "
+            "model.init_from_teacher.keep ranks the blocks on tokenized training rows (input_ids and labels); "
             "pass a tokenized train_dataset, or give init_from_teacher: {layers: [...]}"
         )
     batches = []
@@ -129,11 +190,16 @@ def best_contiguous_cut(teacher: nn.Module, keep: int, dataset, collator, rows: 
             if old in b and "labels" not in b:
                 b["labels"] = b.pop(old)
         batches.append(b)
+    return batches
+
+
+def best_contiguous_cut(teacher: nn.Module, keep: int, batches: list[dict]) -> list[int]:
+    """The layers of the best-ranked contiguous cut of ``keep`` blocks on ``batches`` (logged)."""
     ranked = rank_contiguous_cuts(teacher, batches, keep)
     logger.info(
         "hf_lite: model.init_from_teacher.keep=%d: loss before training on %d rows, best cuts first: %s",
         keep,
-        len(picked),
+        sum(len(b["input_ids"]) for b in batches),
         "; ".join(f"blocks {runs(layers)}: {loss:.4g}" for layers, loss in ranked[:3]),
     )
     return ranked[0][0]

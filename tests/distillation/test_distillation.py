@@ -7,6 +7,7 @@ from conftest import lite, make_tokenizer, tiny_bert, tiny_llama
 from hf_lite import RecipeError
 from hf_lite.distillation import rank_contiguous_cuts, soft_loss, student_from_teacher
 from hf_lite.distillation.modifier import PROJ_ATTR
+from hf_lite.distillation.student import block_influence, most_influential_blocks
 
 
 def test_kl_against_hand_computed():
@@ -172,6 +173,42 @@ def test_init_from_teacher_keep_builds_the_best_cut_in_a_script(tmp_path, tiny_d
     assert "best cuts first" in caplog.text
 
 
+def test_block_influence_is_one_minus_cosine_of_each_blocks_input_and_output_on_real_tokens():
+    model = tiny_llama(layers=4).eval()
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8], [9, 10, 11, 0, 0, 0]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    influence = block_influence(model, [{"input_ids": ids, "attention_mask": mask}])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    real = mask.bool()
+    for i in range(3):  # the last entry of hidden_states is after the final norm, not block 3's output
+        cos = torch.nn.functional.cosine_similarity(hidden[i][real], hidden[i + 1][real], dim=-1)
+        assert influence[i] == pytest.approx(float((1 - cos).mean()), rel=1e-4)
+    assert len(influence) == 4 and all(v > 0 for v in influence)
+    top = most_influential_blocks(model, [{"input_ids": ids, "attention_mask": mask}], keep=2)
+    assert top == sorted(sorted(range(4), key=lambda i: -influence[i])[:2])
+    with pytest.raises(RecipeError, match="keep=4"):
+        most_influential_blocks(model, [{"input_ids": ids}], keep=4)
+
+
+def test_init_from_teacher_by_cosine_keeps_the_most_influential_blocks(tmp_path, tiny_dataset, caplog):
+    import logging
+
+    teacher = tiny_bert(layers=4)
+    recipe = {"model": {"init_from_teacher": {"keep": 2, "rank_rows": 8, "by": "cosine"}}, "modifiers": []}
+    with caplog.at_level(logging.INFO, logger="hf_lite"):
+        trainer = lite(tmp_path, tiny_dataset, recipe, model=tiny_bert(layers=4), train=False, max_steps=1)
+    rows = [dict(tiny_dataset[i]) for i in range(8)]
+    batch = {k: torch.tensor([r[k] for r in rows]) for k in rows[0]}
+    chosen = most_influential_blocks(teacher.eval(), [batch], keep=2)
+    student = trainer.model
+    assert student.config.hf_lite_init_from_teacher["layers"] == chosen
+    for new, old in enumerate(chosen):
+        got = student.bert.encoder.layer[new].output.dense.weight
+        assert torch.equal(got, teacher.bert.encoder.layer[old].output.dense.weight)
+    assert "keep=2 by cosine" in caplog.text and "best cuts first" not in caplog.text
+
+
 def test_init_from_teacher_keep_needs_tokenized_rows_and_valid_settings(tmp_path):
     from hf_lite import load_recipe
 
@@ -180,7 +217,11 @@ def test_init_from_teacher_keep_needs_tokenized_rows_and_valid_settings(tmp_path
         lite(tmp_path, [{"text": "good movie", "label": 1}], recipe, train=False, max_steps=1)
     with pytest.raises(RecipeError, match="pass a train_dataset"):
         lite(tmp_path, None, recipe, train=False, max_steps=1)
-    for bad in ({"keep": 0}, {"keep": True}, {"keep": 2, "layers": [0]}, {"keep": 2, "rank_rows": 0}, {"rows": 2}):
+    bad_specs = (
+        {"keep": 0}, {"keep": True}, {"keep": 2, "layers": [0]}, {"keep": 2, "rank_rows": 0}, {"rows": 2},
+        {"keep": 2, "by": "loss"}, {"layers": [0], "by": "cosine"},
+    )  # fmt: skip
+    for bad in bad_specs:
         with pytest.raises(RecipeError, match="init_from_teacher"):
             load_recipe({"model": {"init_from_teacher": bad}, "modifiers": []})
 
