@@ -106,6 +106,18 @@ def test_the_samsum_studies_take_their_config():
     assert cfg["onpolicy"]["student"] in cfg["rows"] and cfg["init_study"]["teacher"] in cfg["rows"]
 
 
+def test_a_samsum_row_first_runs_the_rows_it_starts_from(tmp_path, monkeypatch):
+    from bench.sections import samsum
+
+    monkeypatch.setattr(samsum, "OUT", str(tmp_path))  # a fresh machine: no bench/out
+    assert samsum.missing_rows("student15_cosine_seqkd_all_818_6ep_t818") == ["sft_818"]
+    assert samsum.missing_rows("wanda50_kd") == ["sft"]
+    assert samsum.missing_rows("sft") == []
+    (tmp_path / "samsum_sft_818").mkdir()
+    (tmp_path / "samsum_sft_818" / "config.json").write_text("{}")
+    assert samsum.missing_rows("student15_cosine_seqkd_all_818_6ep_t818") == []
+
+
 def test_oneshot_configs_are_modifiers():
     cfg = config("oneshot")
     assert set(cfg["core"]) <= set(cfg["methods"])

@@ -34,6 +34,25 @@ def samsum_recipe(name: str) -> dict:
     return recipe
 
 
+def missing_rows(name: str) -> list[str]:
+    """The rows whose output folder (bench/out/samsum_<row>) row ``name`` reads (model, teacher) and which
+    are not on disk yet, those they need first, in the order to run them."""
+    rows = config("samsum")["rows"]
+    out: list[str] = []
+
+    def visit(x) -> None:
+        for v in x.values() if isinstance(x, dict) else x if isinstance(x, list) else []:
+            visit(v)
+        prefix = os.path.join(OUT, "samsum_")
+        dep = x[len(prefix) :].split("/")[0] if isinstance(x, str) and x.startswith(prefix) else None
+        if dep in rows and dep not in out and not os.path.isfile(os.path.join(OUT, f"samsum_{dep}", "config.json")):
+            visit(samsum_recipe(dep))
+            out.append(dep)
+
+    visit(samsum_recipe(name))
+    return out
+
+
 def recipe_file(name: str) -> str:
     row = config("samsum")["rows"][name]
     return "recipes/" + (row if isinstance(row, str) else row["recipe"])
@@ -77,8 +96,9 @@ def section_samsum(names: list[str] | None = None) -> None:
     sft = os.path.join(OUT, "samsum_sft")
     cfg = config("samsum")
     for name in [n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy")]:
-        if name != "sft" and not os.path.isfile(os.path.join(sft, "model.safetensors")):
-            rows["sft"] = samsum_row("sft")
+        for dep in missing_rows(name):  # a fresh machine has no bench/out: the models this row starts from
+            rows[dep] = samsum_row(dep)
+            save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
         rows[name] = samsum_row(name)
         save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
     speed = dict(cfg["speed"])
@@ -145,13 +165,17 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
       input and output hidden states; ShortGPT's block influence, Men et al. 2024);
     - ``single_drop``: the ``keep`` blocks whose removal alone raises the loss most.
     Norm weights stay the kept block's own in the merges."""
-    import torch
     from transformers import DataCollatorForSeq2Seq
 
     from hf_lite.chat import chat_dataset, read_chat_rows
     from hf_lite.core.recipe import DataSettings
     from hf_lite.core.targets import decoder_blocks
-    from hf_lite.distillation.student import labelled_loss, rank_contiguous_cuts, student_from_teacher
+    from hf_lite.distillation.student import (
+        labelled_loss,
+        most_influential_blocks,
+        rank_contiguous_cuts,
+        student_from_teacher,
+    )
     from hf_lite.models import load_model, load_tokenizer
 
     folder = os.path.join(OUT, f"samsum_{teacher}")
@@ -191,27 +215,7 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
         out[f"laco_{m}"] = merged([(last, 1.0 - m)] + [(last + k, 1.0) for k in range(1, m + 1)])
     for m in (3, n - keep + 1):
         out[f"mean_{m}"] = merged([(last + k, 1.0 / m) for k in range(m)])
-    # block influence: 1 - cos(input, output) of each block over the real positions (hooks: the model's own
-    # last hidden state is after the final norm)
-    seen: dict[int, torch.Tensor] = {}
-    influence = torch.zeros(n)
-
-    def hook(i):
-        def record(module, args, kwargs, output):
-            x = kwargs.get("hidden_states", args[0] if args else None)
-            y = output[0] if isinstance(output, tuple) else output
-            influence[i] += (1 - torch.nn.functional.cosine_similarity(x[seen[0]], y[seen[0]], dim=-1)).sum()
-
-        return record
-
-    handles = [tb[i].register_forward_hook(hook(i), with_kwargs=True) for i in range(n)]
-    with torch.no_grad():
-        for b in batches:
-            seen[0] = b["attention_mask"].bool()
-            model(**b)
-    for h in handles:
-        h.remove()
-    chosen = sorted(int(i) for i in influence.topk(keep).indices)
+    chosen = most_influential_blocks(model, batches, keep)
     out["least_cosine"], out["least_cosine_layers"] = loss(student_from_teacher(model, chosen)), chosen
     single = [loss(student_from_teacher(model, [j for j in range(n) if j != i])) for i in range(n)]
     chosen = sorted(sorted(range(n), key=lambda i: -single[i])[:keep])
