@@ -333,7 +333,7 @@ def test_a_script_trainer_names_the_generation_section_it_does_not_run(tmp_path,
     assert "generation.{max_new_tokens}" in caplog.text and "export.{" not in caplog.text
 
 
-@pytest.mark.parametrize("by", ["cut", "cosine"])
+@pytest.mark.parametrize("by", ["cut", "cosine", "search"])
 def test_chat_student_keeps_the_best_blocks_ranked_on_assistant_tokens(tmp_path, chat_dir, caplog, by):
     import logging
 
@@ -351,4 +351,4 @@ def test_chat_student_keeps_the_best_blocks_ranked_on_assistant_tokens(tmp_path,
     if by == "cut":
         assert "init_from_teacher.keep=1: loss before training on 8 rows" in caplog.text
     else:
-        assert "init_from_teacher.keep=1 by cosine" in caplog.text and "before training on 8 rows" in caplog.text
+        assert f"init_from_teacher.keep=1 by {by}" in caplog.text and "before training on 8 rows" in caplog.text

@@ -54,7 +54,8 @@ class ModelSettings(Settings):
     #: ``{keep: 15}`` keeps 15 blocks, choosing the cut that leaves out one contiguous run of blocks with
     #: the lowest loss on the first ``rank_rows`` (default 16) training rows before training;
     #: ``{keep: 15, by: cosine}`` keeps the 15 blocks that change their input most on those rows (lowest
-    #: cosine between a block's input and output; any blocks, not one cut)
+    #: cosine between a block's input and output; any blocks, not one cut); ``by: search`` starts there and
+    #: swaps blocks near the cosine boundary while that lowers the loss on those rows
     init_from_teacher: dict | None = None
     #: load weights in this dtype (float32 for CPU training)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -86,13 +87,13 @@ class ModelSettings(Settings):
                 and set(spec) <= {"keep", "rank_rows", "by"}
                 and positive(keep)
                 and positive(rows)
-                and spec.get("by", "cut") in ("cut", "cosine")
+                and spec.get("by", "cut") in ("cut", "cosine", "search")
             )
             if not (picked or ranked):
                 self.fail(
                     "init_from_teacher",
                     "expected {layers: [non-negative ints, ...]} (e.g. {layers: [0, 2, 4]}) or {keep: N} "
-                    "(optionally with rank_rows: M, and by: cut or cosine) to choose N blocks on the training rows",
+                    "(optionally with rank_rows: M, and by: cut, cosine or search) to choose N blocks on the training rows",
                 )
 
     @property

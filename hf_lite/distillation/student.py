@@ -136,6 +136,34 @@ def most_influential_blocks(teacher: nn.Module, batches, keep: int) -> list[int]
     return sorted(sorted(range(n), key=lambda i: -influence[i])[:keep])
 
 
+def searched_blocks(teacher: nn.Module, batches, keep: int, width: int = 6) -> tuple[list[int], float]:
+    """:func:`most_influential_blocks`, then improved by swaps scored by the loss on ``batches``: each round
+    tries every swap of one of the ``width`` kept blocks of lowest influence for one of the ``width``
+    left-out blocks of highest influence, and takes the swap that lowers the loss most; it stops when no
+    swap lowers it. Returns the blocks (model order) and their student's loss before training."""
+    n = teacher.config.num_hidden_layers
+    batches = list(batches)
+    if not batches or any("labels" not in b for b in batches):
+        raise RecipeError("init_from_teacher by: search scores swaps by the loss: the training rows need labels")
+    influence = block_influence(teacher, batches)
+    kept = most_influential_blocks(teacher, batches, keep)
+
+    def loss(layers: list[int]) -> float:
+        return labelled_loss(student_from_teacher(teacher, layers).eval(), batches)
+
+    best = loss(kept)
+    for _ in range(keep * (n - keep)):  # each round lowers the loss, so no set comes back; a bound anyway
+        outs = sorted(kept, key=lambda i: influence[i])[:width]
+        ins = sorted((i for i in range(n) if i not in kept), key=lambda i: -influence[i])[:width]
+        tried = {(o, i): loss(sorted([k for k in kept if k != o] + [i])) for o in outs for i in ins}
+        (o, i), value = min(tried.items(), key=lambda x: x[1])
+        if value >= best:
+            break
+        logger.info("hf_lite: model.init_from_teacher by search: block %d for %d, loss %.4g -> %.4g", i, o, best, value)
+        kept, best = sorted([k for k in kept if k != o] + [i]), value
+    return kept, best
+
+
 def student_from_spec(
     teacher: nn.Module, spec: dict, dataset=None, collator=None, batch_size: int = 8
 ) -> tuple[nn.Module, list[int]]:
@@ -149,13 +177,18 @@ def student_from_spec(
     else:
         keep, rows = spec["keep"], spec.get("rank_rows", 16)
         batches = ranking_batches(teacher, dataset, collator, rows, batch_size)
-        if spec.get("by", "cut") == "cosine":
-            layers = most_influential_blocks(teacher, batches, keep)
-            labelled = all("labels" in b for b in batches)
+        by = spec.get("by", "cut")
+        if by in ("cosine", "search"):
+            if by == "search":
+                layers, loss = searched_blocks(teacher, batches, keep)
+            else:
+                layers = most_influential_blocks(teacher, batches, keep)
+                labelled = all("labels" in b for b in batches)
+                loss = labelled_loss(student_from_teacher(teacher, layers).eval(), batches) if labelled else None
             logger.info(
-                "hf_lite: model.init_from_teacher.keep=%d by cosine: blocks %s; loss before training on %d rows: %s",
-                keep, runs(layers), sum(len(b["input_ids"]) for b in batches),
-                f"{labelled_loss(student_from_teacher(teacher, layers).eval(), batches):.4g}" if labelled else "-",
+                "hf_lite: model.init_from_teacher.keep=%d by %s: blocks %s; loss before training on %d rows: %s",
+                keep, by, runs(layers), sum(len(b["input_ids"]) for b in batches),
+                "-" if loss is None else f"{loss:.4g}",
             )  # fmt: skip
         else:
             layers = best_contiguous_cut(teacher, keep, batches)

@@ -7,7 +7,7 @@ from conftest import lite, make_tokenizer, tiny_bert, tiny_llama
 from hf_lite import RecipeError
 from hf_lite.distillation import rank_contiguous_cuts, soft_loss, student_from_teacher
 from hf_lite.distillation.modifier import PROJ_ATTR
-from hf_lite.distillation.student import block_influence, most_influential_blocks
+from hf_lite.distillation.student import block_influence, labelled_loss, most_influential_blocks, searched_blocks
 
 
 def test_kl_against_hand_computed():
@@ -191,6 +191,26 @@ def test_block_influence_is_one_minus_cosine_of_each_blocks_input_and_output_on_
         most_influential_blocks(model, [{"input_ids": ids}], keep=4)
 
 
+def test_searched_blocks_end_where_no_swap_lowers_the_loss():
+    model = tiny_llama(layers=6, seed=3).eval()
+    ids = torch.tensor([[3, 4, 5, 6, 7, 8, 9, 10], [9, 10, 11, 12, 13, 0, 0, 0]])
+    mask = (ids != 0).long()
+    batches = [{"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}]
+
+    def loss(layers):
+        return labelled_loss(student_from_teacher(model, sorted(layers)).eval(), batches)
+
+    layers, value = searched_blocks(model, batches, keep=3)  # width 6 covers every swap of 6 blocks
+    assert value == pytest.approx(loss(layers)) and layers == sorted(layers) and len(layers) == 3
+    cosine = most_influential_blocks(model, batches, keep=3)
+    assert layers != cosine and value < loss(cosine)  # this teacher's cosine choice is improved by swaps
+    for out in layers:
+        for new in set(range(6)) - set(layers):
+            assert loss([k for k in layers if k != out] + [new]) >= value - 1e-6
+    with pytest.raises(RecipeError, match="need labels"):
+        searched_blocks(model, [{"input_ids": ids}], keep=3)
+
+
 def test_init_from_teacher_by_cosine_keeps_the_most_influential_blocks(tmp_path, tiny_dataset, caplog):
     import logging
 
@@ -219,7 +239,7 @@ def test_init_from_teacher_keep_needs_tokenized_rows_and_valid_settings(tmp_path
         lite(tmp_path, None, recipe, train=False, max_steps=1)
     bad_specs = (
         {"keep": 0}, {"keep": True}, {"keep": 2, "layers": [0]}, {"keep": 2, "rank_rows": 0}, {"rows": 2},
-        {"keep": 2, "by": "loss"}, {"layers": [0], "by": "cosine"},
+        {"keep": 2, "by": "loss"}, {"layers": [0], "by": "search"},
     )  # fmt: skip
     for bad in bad_specs:
         with pytest.raises(RecipeError, match="init_from_teacher"):
