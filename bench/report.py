@@ -708,6 +708,10 @@ SAMSUM_ROWS = (
         "student15_cosine_seqkd_all_818_3ep_t818",
         "the 3-pass row with the 15 blocks of lowest input/output cosine instead of the contiguous cut",
     ),
+    (
+        "student15_search_seqkd_all_818_3ep_t818",
+        "as above, the blocks chosen by `init_from_teacher: {keep: 15, by: search}` (cosine, then swaps by loss)",
+    ),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 

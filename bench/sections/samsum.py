@@ -72,6 +72,7 @@ def samsum_row(name: str) -> dict:
         "before": {k[7:]: v for k, v in m["before"].items() if "rouge" in k or "perplexity" in k},
         "after": {k[6:]: v for k, v in m["after"].items() if "rouge" in k or "perplexity" in k},
         "after_oneshot": {k[8:]: v for k, v in m.get("after_oneshot", {}).items() if "rouge" in k},
+        "student_layers": report.get("student_layers"),  # the blocks init_from_teacher kept, if it built one
         "parameters": report["compression"]["parameters"],
         "sparsity": report["compression"]["sparsity"],
         "size_on_disk_mib": report["compression"]["size_on_disk_bytes"] / 2**20,
