@@ -118,6 +118,14 @@ def test_a_samsum_row_first_runs_the_rows_it_starts_from(tmp_path, monkeypatch):
     assert samsum.missing_rows("student15_cosine_seqkd_all_818_6ep_t818") == []
 
 
+def test_a_samsum_study_without_its_rows_model_says_which_row_to_run(tmp_path, monkeypatch):
+    from bench.sections import samsum
+
+    monkeypatch.setattr(samsum, "OUT", str(tmp_path))
+    with pytest.raises(SystemExit, match="run it first"):
+        samsum.section_samsum(["init_study"])
+
+
 def test_oneshot_configs_are_modifiers():
     cfg = config("oneshot")
     assert set(cfg["core"]) <= set(cfg["methods"])

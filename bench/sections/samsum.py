@@ -108,6 +108,9 @@ def section_samsum(names: list[str] | None = None) -> None:
         raise SystemExit(f"samsum speed: no student folder {student}; run its row first (config `speed.student`)")
     for study, run in (("init_study", samsum_init_study), ("onpolicy", samsum_onpolicy)):  # only when named
         if names and study in names:
+            for dep in (cfg[study].get("teacher"), cfg[study].get("student")):  # studies read these rows' models
+                if dep and not os.path.isfile(os.path.join(OUT, f"samsum_{dep}", "config.json")):
+                    raise SystemExit(f"samsum {study}: no model of row {dep}; run it first (--methods {dep} {study})")
             rows[study] = run(**cfg[study])
             save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
     if os.path.isdir(student) and (names is None or "speed" in names):

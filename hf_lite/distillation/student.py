@@ -127,12 +127,13 @@ def block_influence(teacher: nn.Module, batches) -> list[float]:
     return [float(v) / max(count, 1) for v in total]
 
 
-def most_influential_blocks(teacher: nn.Module, batches, keep: int) -> list[int]:
-    """The ``keep`` blocks with the highest :func:`block_influence` on ``batches``, in model order."""
+def most_influential_blocks(teacher: nn.Module, batches, keep: int, influence: list[float] | None = None) -> list[int]:
+    """The ``keep`` blocks with the highest :func:`block_influence` on ``batches`` (or the given
+    ``influence``), in model order."""
     n = teacher.config.num_hidden_layers
     if not 0 < keep < n:
         raise RecipeError(f"keep={keep}: a student keeps between 1 and {n - 1} of the teacher's {n} blocks")
-    influence = block_influence(teacher, list(batches))
+    influence = influence or block_influence(teacher, list(batches))
     return sorted(sorted(range(n), key=lambda i: -influence[i])[:keep])
 
 
@@ -146,7 +147,7 @@ def searched_blocks(teacher: nn.Module, batches, keep: int, width: int = 6) -> t
     if not batches or any("labels" not in b for b in batches):
         raise RecipeError("init_from_teacher by: search scores swaps by the loss: the training rows need labels")
     influence = block_influence(teacher, batches)
-    kept = most_influential_blocks(teacher, batches, keep)
+    kept = most_influential_blocks(teacher, batches, keep, influence)
 
     def loss(layers: list[int]) -> float:
         return labelled_loss(student_from_teacher(teacher, layers).eval(), batches)
@@ -171,27 +172,29 @@ def student_from_spec(
     ``{layers: [...]}`` keeps those; ``{keep: N, rank_rows: M}`` keeps the best contiguous cut of N blocks
     (:func:`rank_contiguous_cuts`), ranked on the first M rows of ``dataset`` (tokenized, with labels)
     batched by ``collator``; ``by: cosine`` keeps the N blocks that change their input most on those rows
-    (:func:`most_influential_blocks`) instead."""
+    (:func:`most_influential_blocks`) instead, ``by: search`` improves that choice by swaps
+    (:func:`searched_blocks`)."""
     if "layers" in spec:
         layers = spec["layers"]
     else:
         keep, rows = spec["keep"], spec.get("rank_rows", 16)
         batches = ranking_batches(teacher, dataset, collator, rows, batch_size)
         by = spec.get("by", "cut")
-        if by in ("cosine", "search"):
+        if by == "cut":
+            layers = best_contiguous_cut(teacher, keep, batches)
+        else:
+            loss = None
             if by == "search":
                 layers, loss = searched_blocks(teacher, batches, keep)
             else:
                 layers = most_influential_blocks(teacher, batches, keep)
-                labelled = all("labels" in b for b in batches)
-                loss = labelled_loss(student_from_teacher(teacher, layers).eval(), batches) if labelled else None
+                if all("labels" in b for b in batches):  # the start, to compare with other choices
+                    loss = labelled_loss(student_from_teacher(teacher, layers).eval(), batches)
             logger.info(
                 "hf_lite: model.init_from_teacher.keep=%d by %s: blocks %s; loss before training on %d rows: %s",
                 keep, by, runs(layers), sum(len(b["input_ids"]) for b in batches),
                 "-" if loss is None else f"{loss:.4g}",
             )  # fmt: skip
-        else:
-            layers = best_contiguous_cut(teacher, keep, batches)
     logger.info("hf_lite: model.init_from_teacher: keeping blocks %s of %d", layers, teacher.config.num_hidden_layers)
     return student_from_teacher(teacher, layers), layers
 
