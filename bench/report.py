@@ -758,6 +758,28 @@ def samsum_table() -> str:
             lines += ["", f"Greedy generation at batch 1 on 20 test prompts, 3 alternating rounds (median), "
                           f"{speed['machine']['cpu']}: dense SFT {t['sft']:.1f} tokens/s, 15-layer student "
                           f"(`{speed['student_folder']}`) {t['student']:.1f} tokens/s ({speed['student_speedup']:.2f}x)."]  # fmt: skip
+    if wide := rows.get("wide_test"):
+        lines += ["", wide_test_table(wide)]
+    return "\n".join(lines)
+
+
+def wide_test_table(wide: dict) -> str:
+    """The `wide_test` study: models scored on more test dialogues than the rows' 50."""
+    ref = wide["reference"]
+    n = next(iter(wide["rows"].values()))["dialogues"]
+    lines = [
+        f"The same models on the first {n} test dialogues (same greedy settings; the interval is 95%, "
+        f"{wide['resamples']} paired bootstrap draws of the dialogues):",
+        "",
+        f"| model | ROUGE-1 | ROUGE-2 | ROUGE-L | ROUGE-L vs `{ref}` |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in wide["rows"].items():
+        kept = "-"
+        if "kept_vs_reference" in r:
+            lo, hi = r["kept_interval_95"]
+            kept = f"{pct(r['kept_vs_reference'])} ({pct(lo)} to {pct(hi)})"
+        lines.append(f"| `{name}` | {pct(r['rouge1'])} | {pct(r['rouge2'])} | {pct(r['rougeL'])} | {kept} |")
     return "\n".join(lines)
 
 

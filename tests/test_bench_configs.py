@@ -7,6 +7,7 @@ import os
 import sys
 
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -98,12 +99,14 @@ def test_the_samsum_seqkd_recipe_is_its_bench_row():
 def test_the_samsum_studies_take_their_config():
     import inspect
 
-    from bench.sections.samsum import samsum_init_study, samsum_onpolicy
+    from bench.sections.samsum import samsum_init_study, samsum_onpolicy, samsum_wide_test
 
     cfg = config("samsum")
     inspect.signature(samsum_init_study).bind(**cfg["init_study"])
     inspect.signature(samsum_onpolicy).bind(**cfg["onpolicy"])
+    inspect.signature(samsum_wide_test).bind(**cfg["wide_test"])
     assert cfg["onpolicy"]["student"] in cfg["rows"] and cfg["init_study"]["teacher"] in cfg["rows"]
+    assert set(cfg["wide_test"]["rows"]) <= set(cfg["rows"])
 
 
 def test_a_samsum_row_first_runs_the_rows_it_starts_from(tmp_path, monkeypatch):
@@ -124,6 +127,36 @@ def test_a_samsum_study_without_its_rows_model_says_which_row_to_run(tmp_path, m
     monkeypatch.setattr(samsum, "OUT", str(tmp_path))
     with pytest.raises(SystemExit, match="run it first"):
         samsum.section_samsum(["init_study"])
+
+
+def test_the_samsum_wide_test_scores_each_dialogue_and_bounds_the_kept_share(tmp_path, monkeypatch):
+    from bench.sections import samsum
+
+    if not os.path.isfile(os.path.join(samsum.SHARED, "samsum", "test.jsonl")):
+        pytest.skip("no ../shared/data/samsum")
+    import hf_lite.generation
+    import hf_lite.models
+    from hf_lite.chat import prompt_and_reference
+
+    monkeypatch.setattr(samsum, "OUT", str(tmp_path))
+    monkeypatch.setattr(hf_lite.models, "load_model", lambda folder, task: torch.nn.Linear(1, 1))
+    monkeypatch.setattr(hf_lite.models, "load_tokenizer", lambda folder: None)
+
+    def answers(model, tok, conversations, settings, prefix):  # the reference row repeats the summaries
+        refs = [prompt_and_reference(c)[1] for c in conversations[: settings.max_samples]]
+        out = refs if "sft" in calls[-1] else [r if i % 2 else "nothing alike" for i, r in enumerate(refs)]
+        return {f"{prefix}_rougeL": hf_lite.generation.rouge(out, refs)["rougeL"], f"{prefix}_rouge1": 0.0}, out
+
+    calls = []
+    real_recipe = samsum.samsum_recipe
+    monkeypatch.setattr(samsum, "samsum_recipe", lambda name: calls.append(name) or real_recipe(name))
+    monkeypatch.setattr(hf_lite.generation, "evaluate_generation", answers)
+    out = samsum.samsum_wide_test(["sft_818", "student15_cosine_seqkd_all_818_6ep_t818"], test=20, resamples=200)
+    student = out["rows"]["student15_cosine_seqkd_all_818_6ep_t818"]
+    assert out["rows"]["sft_818"]["dialogues"] == student["dialogues"] == 20
+    assert 0.45 < student["kept_vs_reference"] < 0.55  # every other answer right
+    lo, hi = student["kept_interval_95"]
+    assert lo < student["kept_vs_reference"] < hi and hi - lo < 0.6
 
 
 def test_oneshot_configs_are_modifiers():

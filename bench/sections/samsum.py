@@ -96,7 +96,7 @@ def section_samsum(names: list[str] | None = None) -> None:
     rows = saved_rows("samsum")
     sft = os.path.join(OUT, "samsum_sft")
     cfg = config("samsum")
-    for name in [n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy")]:
+    for name in [n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy", "wide_test")]:
         for dep in missing_rows(name):  # a fresh machine has no bench/out: the models this row starts from
             rows[dep] = samsum_row(dep)
             save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
@@ -106,9 +106,11 @@ def section_samsum(names: list[str] | None = None) -> None:
     student = os.path.join(OUT, f"samsum_{speed.pop('student')}")
     if names and "speed" in names and not os.path.isdir(student):
         raise SystemExit(f"samsum speed: no student folder {student}; run its row first (config `speed.student`)")
-    for study, run in (("init_study", samsum_init_study), ("onpolicy", samsum_onpolicy)):  # only when named
+    studies = (("init_study", samsum_init_study), ("onpolicy", samsum_onpolicy), ("wide_test", samsum_wide_test))
+    for study, run in studies:  # only when named
         if names and study in names:
-            for dep in (cfg[study].get("teacher"), cfg[study].get("student")):  # studies read these rows' models
+            needed = [cfg[study].get("teacher"), cfg[study].get("student"), *cfg[study].get("rows", [])]
+            for dep in needed:  # studies read these rows' models
                 if dep and not os.path.isfile(os.path.join(OUT, f"samsum_{dep}", "config.json")):
                     raise SystemExit(f"samsum {study}: no model of row {dep}; run it first (--methods {dep} {study})")
             rows[study] = run(**cfg[study])
@@ -227,6 +229,51 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
     out["single_drop_each"] = single
     out["rows"], out["keep"] = len(ds), keep
     print(f"[bench] samsum init study: {out}", flush=True)
+    return out
+
+
+def samsum_wide_test(rows: list[str], test: int | None = None, resamples: int = 2000) -> dict:
+    """The models of ``rows`` (bench/out/samsum_<row>) scored again on the first ``test`` test dialogues (every
+    one when None) instead of the rows' 50, with each row's own generation settings. The first row is the
+    reference: each other row's ROUGE-L is given as a share of it, with a 95% interval from ``resamples``
+    paired bootstrap draws of the dialogues (both models answer the same ones)."""
+    import random
+
+    from hf_lite.chat import prompt_and_reference, read_chat_rows
+    from hf_lite.core.recipe import load_recipe
+    from hf_lite.generation import evaluate_generation, rouge
+    from hf_lite.models import load_model, load_tokenizer
+
+    out: dict = {"rows": {}, "test": test}
+    per_dialogue: dict[str, list[float]] = {}
+    for name in rows:
+        recipe = samsum_recipe(name)
+        recipe["data"]["max_eval_samples"] = test
+        recipe["generation"]["max_samples"] = test
+        recipe = load_recipe(recipe)
+        folder = os.path.join(OUT, f"samsum_{name}")
+        model, tok = load_model(folder, "causal-lm").eval(), load_tokenizer(folder)
+        conversations = read_chat_rows(recipe.data)[1]
+        t = time.perf_counter()
+        metrics, answers = evaluate_generation(model, tok, conversations, recipe.generation, "test")
+        references = [prompt_and_reference(c)[1] for c in conversations]
+        per_dialogue[name] = [rouge([a], [r])["rougeL"] for a, r in zip(answers, references, strict=True)]
+        out["rows"][name] = {
+            **{k[5:]: v for k, v in metrics.items() if "rouge" in k},
+            "dialogues": len(answers), "generate_s": round(time.perf_counter() - t, 1),
+        }  # fmt: skip
+        del model
+    reference = per_dialogue[rows[0]]
+    rng = random.Random(0)
+    draws = [[rng.randrange(len(reference)) for _ in reference] for _ in range(resamples)]
+    for name in rows[1:]:
+        scores = per_dialogue[name]
+        ratios = sorted(sum(scores[i] for i in d) / max(sum(reference[i] for i in d), 1e-12) for d in draws)
+        row = out["rows"][name]
+        row["kept_vs_reference"] = row["rougeL"] / out["rows"][rows[0]]["rougeL"]
+        row["kept_interval_95"] = [ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]]
+    out["reference"], out["resamples"], out["machine"] = rows[0], resamples, machine()
+    print(f"[bench] samsum wide test: {out['rows']}", flush=True)
     return out
 
 
