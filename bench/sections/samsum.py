@@ -72,7 +72,7 @@ def samsum_row(name: str) -> dict:
         "before": {k[7:]: v for k, v in m["before"].items() if "rouge" in k or "perplexity" in k},
         "after": {k[6:]: v for k, v in m["after"].items() if "rouge" in k or "perplexity" in k},
         "after_oneshot": {k[8:]: v for k, v in m.get("after_oneshot", {}).items() if "rouge" in k},
-        "student_layers": report.get("student_layers"),  # the blocks init_from_teacher kept, if it built one
+        "student_layers": report.get("student_layers") or block_drop_kept(folder),  # the teacher blocks kept
         "parameters": report["compression"]["parameters"],
         "sparsity": report["compression"]["sparsity"],
         "size_on_disk_mib": report["compression"]["size_on_disk_bytes"] / 2**20,
@@ -85,6 +85,14 @@ def samsum_row(name: str) -> dict:
     }
     print(f"[bench] samsum {name}: rougeL {row['before'].get('rougeL')} -> {row['after'].get('rougeL')}", flush=True)
     return row
+
+
+def block_drop_kept(folder: str) -> list[int] | None:
+    """The blocks a ``block_drop`` row kept, from its saved config (None for other rows)."""
+    import json
+
+    with open(os.path.join(folder, "config.json")) as f:
+        return (json.load(f).get("hf_lite_block_drop") or {}).get("kept")
 
 
 @section(names=True)
@@ -109,7 +117,7 @@ def section_samsum(names: list[str] | None = None) -> None:
     studies = (("init_study", samsum_init_study), ("onpolicy", samsum_onpolicy), ("wide_test", samsum_wide_test))
     for study, run in studies:  # only when named
         if names and study in names:
-            needed = [cfg[study].get("teacher"), cfg[study].get("student"), *cfg[study].get("rows", [])]
+            needed = [cfg[study].get("teacher"), cfg[study].get("student"), *cfg[study].get("models", [])]
             for dep in needed:  # studies read these rows' models
                 if dep and not os.path.isfile(os.path.join(OUT, f"samsum_{dep}", "config.json")):
                     raise SystemExit(f"samsum {study}: no model of row {dep}; run it first (--methods {dep} {study})")
@@ -232,8 +240,8 @@ def samsum_init_study(teacher: str, keep: int, rows: int, batch_size: int = 8) -
     return out
 
 
-def samsum_wide_test(rows: list[str], test: int | None = None, resamples: int = 2000) -> dict:
-    """The models of ``rows`` (bench/out/samsum_<row>) scored again on the first ``test`` test dialogues (every
+def samsum_wide_test(models: list[str], test: int | None = None, resamples: int = 2000) -> dict:
+    """The models of the rows ``models`` (bench/out/samsum_<row>) scored again on the first ``test`` test dialogues (every
     one when None) instead of the rows' 50, with each row's own generation settings. The first row is the
     reference: each other row's ROUGE-L is given as a share of it, with a 95% interval from ``resamples``
     paired bootstrap draws of the dialogues (both models answer the same ones)."""
@@ -246,7 +254,7 @@ def samsum_wide_test(rows: list[str], test: int | None = None, resamples: int = 
 
     out: dict = {"rows": {}, "test": test}
     per_dialogue: dict[str, list[float]] = {}
-    for name in rows:
+    for name in models:
         recipe = samsum_recipe(name)
         recipe["data"]["max_eval_samples"] = test
         recipe["generation"]["max_samples"] = test
@@ -263,16 +271,16 @@ def samsum_wide_test(rows: list[str], test: int | None = None, resamples: int = 
             "dialogues": len(answers), "generate_s": round(time.perf_counter() - t, 1),
         }  # fmt: skip
         del model
-    reference = per_dialogue[rows[0]]
+    reference = per_dialogue[models[0]]
     rng = random.Random(0)
     draws = [[rng.randrange(len(reference)) for _ in reference] for _ in range(resamples)]
-    for name in rows[1:]:
+    for name in models[1:]:
         scores = per_dialogue[name]
         ratios = sorted(sum(scores[i] for i in d) / max(sum(reference[i] for i in d), 1e-12) for d in draws)
         row = out["rows"][name]
-        row["kept_vs_reference"] = row["rougeL"] / out["rows"][rows[0]]["rougeL"]
+        row["kept_vs_reference"] = row["rougeL"] / out["rows"][models[0]]["rougeL"]
         row["kept_interval_95"] = [ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]]
-    out["reference"], out["resamples"], out["machine"] = rows[0], resamples, machine()
+    out["reference"], out["resamples"], out["machine"] = models[0], resamples, machine()
     print(f"[bench] samsum wide test: {out['rows']}", flush=True)
     return out
 

@@ -99,6 +99,21 @@ def set_decoder_blocks(model: nn.Module, blocks: nn.ModuleList) -> None:
     setattr(model.get_submodule(owner) if owner else model, attr, blocks)
 
 
+def keep_decoder_blocks(model: nn.Module, layers: list[int]) -> None:
+    """Keep only the blocks ``layers`` (in that order) of ``model``, in place: the config's layer count and
+    per-layer types follow, and attention modules get their new index (the KV cache is indexed by it)."""
+    _, blocks = decoder_blocks(model)
+    kept = nn.ModuleList(blocks[i] for i in layers)
+    for new_idx, block in enumerate(kept):
+        for m in block.modules():
+            if hasattr(m, "layer_idx"):
+                m.layer_idx = new_idx
+    set_decoder_blocks(model, kept)
+    model.config.num_hidden_layers = len(layers)
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layers]
+
+
 def replace_module(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
     """Put ``new`` wherever ``old`` is a submodule of ``model``. Found by identity, not by name: names
     change when a wrapper comes or goes (a LoRA merge turns ``x.base_layer`` into ``x``)."""

@@ -9,7 +9,7 @@ import logging
 from torch import nn
 
 from ..core.settings import RecipeError
-from ..core.targets import decoder_blocks, set_decoder_blocks
+from ..core.targets import decoder_blocks, keep_decoder_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -20,19 +20,10 @@ def student_from_teacher(teacher: nn.Module, layers: list[int]) -> nn.Module:
     if not layers or any(i < 0 or i >= n for i in layers) or len(set(layers)) != len(layers):
         raise RecipeError(f"student layers {layers}: need distinct indices in [0, {n - 1}]")
     student = copy.deepcopy(teacher)
-    _, blocks = decoder_blocks(student)
-    kept = nn.ModuleList(blocks[i] for i in layers)
-    for new_idx, block in enumerate(kept):
-        for m in block.modules():  # Llama attention keeps its index for the KV cache
-            if hasattr(m, "layer_idx"):
-                m.layer_idx = new_idx
-    set_decoder_blocks(student, kept)
-    student.config.num_hidden_layers = len(layers)
+    keep_decoder_blocks(student, layers)
     # which teacher block each block was copied from, so hidden-state KD can pair them (layer_map: kept);
     # saved with the config, so a student folder trained again later still knows its blocks
     student.config.hf_lite_init_from_teacher = {"layers": list(layers), "teacher_layers": n}
-    if getattr(student.config, "layer_types", None):
-        student.config.layer_types = [student.config.layer_types[i] for i in layers]
     return student
 
 

@@ -1,7 +1,9 @@
-"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, OBS (oBERT), constant, structured."""
+"""Pruning inside Trainer.train(): magnitude (GMP, one-shot, N:M), movement, OBS (oBERT), constant, structured,
+whole blocks (block_drop)."""
 
 from ..core.modifier import import_submodules
 from .constant import ConstantPruningModifier, ConstantPruningSettings
+from .depth import BlockDropModifier, BlockDropSettings
 from .magnitude import MagnitudePruningModifier, MagnitudePruningSettings
 from .movement import MovementPruningModifier, MovementPruningSettings
 from .obs import ObsPruningModifier, ObsPruningSettings
@@ -9,6 +11,8 @@ from .schedules import sparsity_at
 from .structured import StructuredPruningModifier, StructuredPruningSettings
 
 __all__ = [
+    "BlockDropModifier",
+    "BlockDropSettings",
     "ConstantPruningModifier",
     "ConstantPruningSettings",
     "MagnitudePruningModifier",

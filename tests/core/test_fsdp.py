@@ -98,6 +98,7 @@ RECIPES = {  # per-layer top-k runs in movement; global and N:M in gmp_*
     "kd_cached": [{"type": "distillation", "alpha": 0.5, "cache_teacher": True}],  # ranks hit the cache unevenly
     "lora": [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0}],
     "qlora": [{"type": "qlora", "r": 4, "alpha": 8}],  # bitsandbytes 4-bit is not sharded: refused
+    "block_drop": [{"type": "block_drop", "drop": [1], "start": 0, "end": 2}],  # removes blocks at the end: refused
     "qat_int8": [{"type": "qat", "bits": 8}],
     "qat_int8_frozen": [{"type": "qat", "bits": 8, "freeze_observers_at": 4}],  # scales from step 4: no grid check
     "qat_int4": [{"type": "qat", "bits": 4, "group_size": 16}],
@@ -112,7 +113,7 @@ RECIPES = {  # per-layer top-k runs in movement; global and N:M in gmp_*
 }
 TEACHERS = {"kd_wide": 64}  # teacher hidden size (default 32, the student's)
 RESUME = {"gmp_global", "qat_int4", "kd", "gptq_scales", "structured_taylor"}
-REFUSED = {"qlora"}
+REFUSED = {"qlora", "block_drop"}
 ROWS = {"kd_cached": [0, 1, 2, 3, 4, 5] * 4}  # repeated rows: some batches are all cached on one rank
 ON_GRID = {
     "qat_int4": (4, 16),

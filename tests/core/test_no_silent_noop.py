@@ -18,6 +18,7 @@ from hf_lite import LiteTrainer
 STEPS = {"start": 0, "end": 1, "update_every": 1}
 #: type -> (model kind, settings); the test fails when a registered type is missing here
 SPECS = {
+    "block_drop": ("bert", {"drop": [1], "start": 0, "end": 1}),
     "bnb": ("bert64", {"bits": 8}),
     "constant_pruning": ("bert", {}),  # on a dense model it keeps nothing: must warn
     "distillation": ("bert", {"alpha": 0.5}),
