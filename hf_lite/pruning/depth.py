@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..core.distributed import broadcast_
+from ..core.distributed import broadcast_, is_distributed
 from ..core.modifier import Context, Modifier, register_modifier
 from ..core.settings import RecipeError, Settings, StepOrFraction, check_step_or_fraction
 from ..core.targets import decoder_blocks, keep_decoder_blocks
@@ -166,7 +166,9 @@ class BlockDropModifier(Modifier):
             return None
         if index not in self.dropped or self.scale >= 1.0:
             return None
-        blended = x + self.scale * (y - x) if self.scale > 0 else x
+        # under DDP every parameter must reach backward (find_unused_parameters may be off): a zero share
+        # keeps the faded block in the graph there; in one process its backward is skipped
+        blended = x + self.scale * (y - x) if self.scale > 0 or is_distributed() else x
         return (blended, *output[1:]) if isinstance(output, tuple) else blended
 
     @torch.no_grad()

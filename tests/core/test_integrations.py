@@ -66,7 +66,8 @@ w = sum(p.detach().abs().sum() for p in trainer.model.parameters() if p.requires
 with open(os.path.join({out!r}, f"rank{{rank}}.json"), "w") as f:
     json.dump({{"digest": digest, "loss": trainer.state.log_history[-1]["train_loss"], "w": float(w.abs().sum()),
                "first_loss": first["loss"], "soft": first.get("loss/distillation/soft"),
-               "hidden": first.get("loss/distillation/hidden")}}, f)
+               "hidden": first.get("loss/distillation/hidden"), "dropped": m.state_dict().get("dropped"),
+               "final_layers": trainer.final_model.config.num_hidden_layers}}, f)
 if torch.distributed.is_initialized():  # an orderly exit: gloo threads left running can abort the process
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
@@ -76,6 +77,7 @@ if torch.distributed.is_initialized():  # an orderly exit: gloo threads left run
 MOVEMENT = [{"type": "movement_pruning", "final_sparsity": 0.6, "start": 1, "end": 4, "update_every": 1}]
 KD = [{"type": "distillation", "temperature": 2.0, "alpha": 0.7, "hidden_weight": 1.0}]
 LORA = [{"type": "lora", "r": 4, "alpha": 8, "dropout": 0.0, "merge": False}]  # no dropout: RNG streams differ per rank
+BLOCK_DROP = [{"type": "block_drop", "keep": 1, "start": 2, "end": 4}]  # chosen on rank 0's batches, broadcast
 
 
 KD_WIDE = [dict(KD[0])]  # a teacher twice as wide: the student's hidden states pass a trained projection
@@ -83,7 +85,9 @@ KD_WIDE = [dict(KD[0])]  # a teacher twice as wide: the student's hidden states 
 
 @pytest.mark.distributed
 @pytest.mark.parametrize(
-    "recipe", [MOVEMENT, KD, KD_WIDE, LORA], ids=["movement_pruning", "distillation", "distillation_wider", "lora"]
+    "recipe",
+    [MOVEMENT, KD, KD_WIDE, LORA, BLOCK_DROP],
+    ids=["movement_pruning", "distillation", "distillation_wider", "lora", "block_drop"],
 )
 def test_two_process_gloo_matches_one_process(tmp_path, recipe):
     """torchrun with 2 CPU processes (gloo): every rank holds the same masks, and the run (weights,
@@ -120,6 +124,7 @@ def test_two_process_gloo_matches_one_process(tmp_path, recipe):
         results[name] = [json.load(open(out / f"rank{r}.json")) for r in range(nproc)]
     r0, r1 = results["ddp"]
     assert r0["digest"] == r1["digest"] and r0["w"] == r1["w"]
+    assert r0["dropped"] == r1["dropped"] and r0["final_layers"] == r1["final_layers"]
     single = results["single"][0]
     assert r0["digest"] == single["digest"]
     assert r0["w"] == pytest.approx(single["w"], rel=1e-4)
