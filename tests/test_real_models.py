@@ -86,6 +86,34 @@ def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
     assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
 
 
+def test_minilm_block_drop_on_sst2_exports_the_kept_blocks(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_lite import run_recipe
+
+    real_model("minilm-l6")
+    sst2 = shared_data("sst2")
+    recipe = {
+        "model": {"name_or_path": "minilm-l6", "num_labels": 2},
+        "data": {
+            "train": f"{sst2}/train.tsv",
+            "eval": f"{sst2}/test.tsv",
+            "max_length": 32,
+            "max_train_samples": 96,
+            "max_eval_samples": 32,
+        },  # fmt: skip
+        "training": {"max_steps": 6, "per_device_train_batch_size": 16, "learning_rate": 5e-5},
+        "modifiers": [{"type": "block_drop", "keep": 3, "start": 2, "end": 4}],
+        "export": {"output_dir": str(tmp_path / "shallow")},
+    }
+    report = run_recipe(recipe)
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "shallow")
+    kept = model.config.hf_lite_block_drop["kept"]
+    assert model.config.num_hidden_layers == len(model.bert.encoder.layer) == 3 and len(kept) == 3
+    assert report["compression"]["parameters"] < 17_500_000  # 22.7M with 6 blocks of 1.8M each
+    assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
+
+
 def test_smollm2_samsum_chat_recipe_trains_the_summary_tokens_and_scores_rouge(tmp_path):
     import json
 
