@@ -712,6 +712,10 @@ SAMSUM_ROWS = (
         "student15_search_seqkd_all_818_3ep_t818",
         "as above, the blocks chosen by `init_from_teacher: {keep: 15, by: search}` (cosine, then swaps by loss)",
     ),
+    (
+        "student15_fade_seqkd_all_818_3ep_t818",
+        "the cosine row's blocks faded out over the first pass by `block_drop` instead of cut before training",
+    ),
     ("lora", "LoRA r16 (`samsum_lora.yaml`)"),
 )
 

@@ -75,6 +75,7 @@ class BlockDropModifier(Modifier):
         self.influence: torch.Tensor | None = None  # keep: sum of 1 - cos per block, and the token count
         self.tokens = 0
         self._mask: torch.Tensor | None = None
+        self._device = torch.device("cpu")
         self._hooks: list[tuple[nn.Module, int]] = []  # (module, hook id): ids survive a deepcopy, handles not
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -127,7 +128,8 @@ class BlockDropModifier(Modifier):
                 "block_drop.keep: no training batch was measured before the blocks had to be chosen; "
                 "list the blocks with drop: [...]"
             )
-        mean = broadcast_(self.influence / self.tokens)
+        # on the activations' device: NCCL broadcasts CUDA tensors only
+        mean = broadcast_((self.influence / self.tokens).to(self._device)).cpu()
         order = sorted(range(self.num_blocks), key=lambda i: float(mean[i]))
         self.dropped = sorted(order[: self.num_blocks - self.settings.keep])
         logger.info(
@@ -176,6 +178,7 @@ class BlockDropModifier(Modifier):
         mask = self._mask if self._mask is not None and self._mask.shape == x.shape[:2] else None
         x, y = (x[mask], y[mask]) if mask is not None else (x.flatten(0, -2), y.flatten(0, -2))
         cos = nn.functional.cosine_similarity(x.double(), y.double(), dim=-1)
+        self._device = x.device
         self.influence[index] += float((1 - cos).sum())
         if index == 0:
             self.tokens += len(cos)
