@@ -198,6 +198,21 @@ def run_fresh(code: str) -> dict:
     return out
 
 
+def reload_causal_lm(folder: str, ids: list[list[int]]) -> dict:
+    """``folder`` loaded with plain transformers in a fresh process: its logits for ``ids``, its parameter
+    and block counts, and ``hf_lite_imported``."""
+    return run_fresh(
+        f"""
+import json, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
+with torch.no_grad():
+    print(json.dumps({{"logits": m(torch.tensor({ids!r})).logits.tolist(),
+                      "params": sum(p.numel() for p in m.parameters()), "layers": m.config.num_hidden_layers}}))
+"""
+    )
+
+
 def token_dataset(n: int = 32, length: int = 16, stride: int = 5):
     """Token ids with labels = inputs, for causal-LM training on tiny Llamas."""
     import datasets

@@ -57,7 +57,9 @@ with torch.no_grad():
     assert torch.allclose(torch.tensor(got["logits"]), expected, atol=1e-4)
 
 
-def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
+def minilm_sst2_run(tmp_path, modifiers: list[dict], steps: int, rows: int):
+    """MiniLM-L6 on the first ``rows`` SST-2 rows for ``steps`` steps with ``modifiers`` through
+    ``run_recipe``: (report, the exported model reloaded with plain transformers)."""
     from transformers import AutoModelForSequenceClassification
 
     from hf_lite import run_recipe
@@ -70,48 +72,31 @@ def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
             "train": f"{sst2}/train.tsv",
             "eval": f"{sst2}/test.tsv",
             "max_length": 32,
-            "max_train_samples": 64,
+            "max_train_samples": rows,
             "max_eval_samples": 32,
         },  # fmt: skip
-        "training": {"max_steps": 4, "per_device_train_batch_size": 16, "learning_rate": 5e-5},
-        "modifiers": [
-            {"type": "structured_pruning", "ffn": 0.5, "heads": 0.25, "start": 0, "end": 2, "update_every": 1}
-        ],
-        "export": {"output_dir": str(tmp_path / "small")},
+        "training": {"max_steps": steps, "per_device_train_batch_size": 16, "learning_rate": 5e-5},
+        "modifiers": modifiers,
+        "export": {"output_dir": str(tmp_path / "out")},
     }
     report = run_recipe(recipe)
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "small")
+    assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
+    return report, AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+
+
+def test_minilm_structured_pruning_on_sst2_gives_a_smaller_model(tmp_path):
+    pruning = {"type": "structured_pruning", "ffn": 0.5, "heads": 0.25, "start": 0, "end": 2, "update_every": 1}
+    report, model = minilm_sst2_run(tmp_path, [pruning], steps=4, rows=64)
     assert model.config.intermediate_size == 768  # 1536 -> 768 in every block
     assert report["compression"]["parameters"] < 19_200_000  # 22.7M dense; 6 x 768 x (384 + 384 + 1) removed
-    assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
 
 
 def test_minilm_block_drop_on_sst2_exports_the_kept_blocks(tmp_path):
-    from transformers import AutoModelForSequenceClassification
-
-    from hf_lite import run_recipe
-
-    real_model("minilm-l6")
-    sst2 = shared_data("sst2")
-    recipe = {
-        "model": {"name_or_path": "minilm-l6", "num_labels": 2},
-        "data": {
-            "train": f"{sst2}/train.tsv",
-            "eval": f"{sst2}/test.tsv",
-            "max_length": 32,
-            "max_train_samples": 96,
-            "max_eval_samples": 32,
-        },  # fmt: skip
-        "training": {"max_steps": 6, "per_device_train_batch_size": 16, "learning_rate": 5e-5},
-        "modifiers": [{"type": "block_drop", "keep": 3, "start": 2, "end": 4}],
-        "export": {"output_dir": str(tmp_path / "shallow")},
-    }
-    report = run_recipe(recipe)
-    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "shallow")
+    drop = {"type": "block_drop", "keep": 3, "start": 2, "end": 4}
+    report, model = minilm_sst2_run(tmp_path, [drop], steps=6, rows=96)
     kept = model.config.hf_lite_block_drop["kept"]
     assert model.config.num_hidden_layers == len(model.bert.encoder.layer) == 3 and len(kept) == 3
     assert report["compression"]["parameters"] < 17_500_000  # 22.7M with 6 blocks of 1.8M each
-    assert 0.0 <= report["metrics"]["after"]["after_accuracy"] <= 1.0
 
 
 def test_smollm2_samsum_chat_recipe_trains_the_summary_tokens_and_scores_rouge(tmp_path):

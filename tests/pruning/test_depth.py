@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import lite, run_fresh, tiny_llama, token_dataset
+from conftest import lite, reload_causal_lm, tiny_llama, token_dataset
 
 from hf_lite import RecipeError, load_recipe
 from hf_lite.core.session import CompressionSession
@@ -59,15 +59,7 @@ def test_the_blend_and_the_removal_match_the_student_without_those_blocks(tmp_pa
     folder = str(tmp_path / "small")
     small.save_pretrained(folder)
     x = torch.randint(5, 25, (2, 12), generator=torch.Generator().manual_seed(0))
-    got = run_fresh(
-        f"""
-import json, torch
-from transformers import AutoModelForCausalLM
-m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
-with torch.no_grad():
-    print(json.dumps({{"logits": m(torch.tensor({x.tolist()})).logits.tolist(), "layers": len(m.model.layers)}}))
-"""
-    )
+    got = reload_causal_lm(folder, x.tolist())
     assert not got["hf_lite_imported"] and got["layers"] == 2
     assert torch.allclose(torch.tensor(got["logits"]), gone, atol=1e-5)
 

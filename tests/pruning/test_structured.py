@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import lite, run_fresh, tiny_bert, tiny_llama, token_dataset
+from conftest import lite, reload_causal_lm, tiny_bert, tiny_llama, token_dataset
 from torch import nn
 
 from hf_lite import RecipeError, load_recipe
@@ -42,15 +42,7 @@ def test_llama_finalize_shrinks_and_matches_the_masked_model(tmp_path):
     folder = str(tmp_path / "small")
     model.save_pretrained(folder)
     x = torch.randint(5, 25, (2, 12), generator=torch.Generator().manual_seed(0))
-    got = run_fresh(
-        f"""
-import json, torch
-from transformers import AutoModelForCausalLM
-m = AutoModelForCausalLM.from_pretrained({folder!r}).eval()
-with torch.no_grad():
-    print(json.dumps({{"logits": m(torch.tensor({x.tolist()})).logits.tolist(), "params": sum(p.numel() for p in m.parameters())}}))
-"""
-    )
+    got = reload_causal_lm(folder, x.tolist())
     assert not got["hf_lite_imported"]
     assert got["params"] == sum(p.numel() for p in model.parameters())
     assert torch.allclose(torch.tensor(got["logits"]), masked, atol=1e-5)
