@@ -80,6 +80,11 @@ class BlockDropModifier(Modifier):
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def initialize(self, model: nn.Module, ctx: Context) -> nn.Module:
+        if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+            # one layer count in the config would no longer describe both stacks
+            raise RecipeError(
+                "block_drop: encoder-decoder models are not supported; use it on decoder-only or encoder models"
+            )
         _, blocks = decoder_blocks(model)
         n = self.num_blocks = len(blocks)
         s = self.settings

@@ -115,3 +115,8 @@ def test_bad_settings_fail_before_training(tmp_path):
     model, session = session_on(tiny_llama(layers=3), drop=[1], start=0, end=20)
     with pytest.raises(RecipeError, match="cut while still in use"):
         session.on_train_begin(model, max_steps=8, step=0)
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    t5 = T5ForConditionalGeneration(T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=2))
+    with pytest.raises(RecipeError, match="encoder-decoder"):
+        session_on(t5, drop=[1])
