@@ -83,7 +83,7 @@ def test_the_samsum_seqkd_recipe_is_its_bench_row():
     from bench.common import recipe_yaml
     from bench.sections.samsum import samsum_recipe
 
-    user, row = recipe_yaml("samsum_student15_seqkd.yaml"), samsum_recipe("student15_cosine_seqkd_all_818_3ep_t818")
+    user, row = recipe_yaml("samsum_student15_seqkd.yaml"), samsum_recipe("student15_cosine_seqkd_all_818_6ep_t818")
     assert row["modifiers"] == user["modifiers"]
     assert row["data"]["response_source"] == user["data"]["response_source"] == "teacher"
     for key in ("num_train_epochs", "learning_rate", "lr_scheduler_type"):

@@ -115,3 +115,30 @@ def test_goals_table_keeps_a_pipe_in_a_measured_text_inside_its_cell(report, mon
     monkeypatch.setattr(report, "_deploy_goal_rows", lambda: [])
     row = report.goals_table().splitlines()[-1]
     assert row == "| #1 | a goal | run a \\| run b | met |"
+
+
+def test_the_student_goal_is_judged_on_the_whole_test_split_when_it_was_scored(report, tmp_path):
+    """The rows score 50 test dialogues; a `full_test` study (all of them) outranks that noisy sample, both
+    ways: the goal follows it and the text says so, with its interval."""
+    after = lambda rouge_l: {"rouge1": 0.4, "rouge2": 0.1, "rougeL": rouge_l, "perplexity": 9.0}  # noqa: E731
+    rows = {
+        "sft": {"after": after(0.34), "train_rows": 128},
+        "sft_818": {"after": after(0.34), "train_rows": 818},
+        "student15_cosine_seqkd_all_818_6ep_t818": {"after": after(0.29), "train_rows": 818},
+        "speed": {"student_speedup": 1.73},
+    }
+    write(tmp_path, "samsum", {"rows": rows})
+    assert report._samsum_goal_rows()[-1][3] is False  # 85.3% of sft_818 on 50 dialogues
+
+    for share, met in ((0.907, True), (0.88, False)):
+        student = {"dialogues": 819, "rougeL": 0.3, "kept_vs_reference": share, "kept_interval_95": [0.86, 0.95]}
+        rows["full_test"] = {"reference": "sft_818", "resamples": 2000, "test": None,
+                             "rows": {"sft_818": {"dialogues": 819}, "student15_cosine_seqkd_all_818_6ep_t818": student}}  # fmt: skip
+        write(tmp_path, "samsum", {"rows": rows})
+        _, _, text, judged = report._samsum_goal_rows()[-1]
+        assert judged is met
+        assert (
+            f"on all 819 test dialogues (judged on these): student15_cosine_seqkd_all_818_6ep_t818 {100 * share:.1f}%"
+            in text
+        )
+        assert "95% interval 86.0% to 95.0%" in text

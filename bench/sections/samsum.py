@@ -104,7 +104,9 @@ def section_samsum(names: list[str] | None = None) -> None:
     rows = saved_rows("samsum")
     sft = os.path.join(OUT, "samsum_sft")
     cfg = config("samsum")
-    for name in [n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy", "wide_test", "full_test")]:
+    for name in [
+        n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy", "wide_test", "full_test")
+    ]:
         for dep in missing_rows(name):  # a fresh machine has no bench/out: the models this row starts from
             rows[dep] = samsum_row(dep)
             save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
