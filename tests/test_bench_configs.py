@@ -104,9 +104,10 @@ def test_the_samsum_studies_take_their_config():
     cfg = config("samsum")
     inspect.signature(samsum_init_study).bind(**cfg["init_study"])
     inspect.signature(samsum_onpolicy).bind(**cfg["onpolicy"])
-    inspect.signature(samsum_wide_test).bind(**cfg["wide_test"])
+    for study in ("wide_test", "full_test"):
+        inspect.signature(samsum_wide_test).bind(**cfg[study])
+        assert set(cfg[study]["models"]) <= set(cfg["rows"])
     assert cfg["onpolicy"]["student"] in cfg["rows"] and cfg["init_study"]["teacher"] in cfg["rows"]
-    assert set(cfg["wide_test"]["models"]) <= set(cfg["rows"])
 
 
 def test_a_samsum_row_first_runs_the_rows_it_starts_from(tmp_path, monkeypatch):

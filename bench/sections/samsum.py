@@ -104,9 +104,9 @@ def section_samsum(names: list[str] | None = None) -> None:
     rows = saved_rows("samsum")
     sft = os.path.join(OUT, "samsum_sft")
     cfg = config("samsum")
-    for name in [
-        n for n in names or cfg["rows"] if n not in ("speed", "init_study", "onpolicy", "wide_test", "full_test")
-    ]:
+    studies = {"init_study": samsum_init_study, "onpolicy": samsum_onpolicy, "wide_test": samsum_wide_test,
+               "full_test": samsum_wide_test}  # fmt: skip
+    for name in [n for n in names or cfg["rows"] if n not in ("speed", *studies)]:
         for dep in missing_rows(name):  # a fresh machine has no bench/out: the models this row starts from
             rows[dep] = samsum_row(dep)
             save("samsum", {"protocol": section_samsum.__doc__ + PROTOCOL, "rows": rows})
@@ -116,8 +116,6 @@ def section_samsum(names: list[str] | None = None) -> None:
     student = os.path.join(OUT, f"samsum_{speed.pop('student')}")
     if names and "speed" in names and not os.path.isdir(student):
         raise SystemExit(f"samsum speed: no student folder {student}; run its row first (config `speed.student`)")
-    studies = {"init_study": samsum_init_study, "onpolicy": samsum_onpolicy, "wide_test": samsum_wide_test,
-               "full_test": samsum_wide_test}  # fmt: skip
     for study, run in studies.items():  # only when named
         if names and study in names:
             needed = [cfg[study].get("teacher"), cfg[study].get("student"), *cfg[study].get("models", [])]
